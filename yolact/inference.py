@@ -1,0 +1,127 @@
+"""Predictor: images -> instances (boxes, classes, scores, masks at original size).
+
+Stages (each callable on its own, which `evaluate.py --benchmark` times):
+  preprocess   uint8 RGB [B, H, W, 3] -> float32 [B, S, S, 3] (resize + normalize)
+  network      model forward (inference mode)
+  detect       FastNMS with fixed shapes (graph-compiled: XLA on the TF backend)
+  postprocess  masks of the kept detections only, resized to each original size
+
+Network and detection are traced together once per batch size; on the
+TensorFlow backend with ``jit_compile=True`` they run as one XLA program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from yolact import factory
+from yolact.detection import detect
+from yolact.postprocess import postprocess
+from yolact.preprocess import preprocess_images
+
+
+@dataclasses.dataclass
+class Instances:
+    """Detections of one image, in its original pixel coordinates.
+
+    boxes: int32 [N, 4] x1, y1, x2, y2 (official sanitize + truncation);
+    classes: int32 [N] 0-based foreground ids; scores: float32 [N] descending;
+    masks: uint8 [N, H, W] 0/1.
+    """
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    masks: np.ndarray
+
+    def __len__(self):
+        return len(self.scores)
+
+    def select(self, keep) -> "Instances":
+        return Instances(self.boxes[keep], self.classes[keep], self.scores[keep],
+                         self.masks[keep])
+
+
+def _compile(fn, jit_compile):
+    """tf.function(jit_compile) on the TF backend, jax.jit on JAX, plain otherwise."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+class Predictor:
+    """Runs a YOLACT model end to end. Config is read here, once."""
+
+    def __init__(self, model, cfg, jit_compile: bool = True, **detection_overrides):
+        self.model = model
+        self.cfg = cfg
+        self.priors = factory.build_priors(cfg)
+        self.params = dataclasses.replace(factory.detection_params(cfg), **detection_overrides)
+        self._forward = _compile(self._network_and_detect, jit_compile)
+
+    # ---- stages -----------------------------------------------------------
+    def preprocess(self, images):
+        """uint8 [B, H, W, 3] RGB (all the same size) -> float32 [B, S, S, 3]."""
+        return preprocess_images(images, self.cfg.IMG_SIZE, self.cfg.MEAN, self.cfg.STD)
+
+    def _network_and_detect(self, inputs):
+        outputs = self.model(inputs, training=False)
+        det = detect(outputs, self.priors, self.params)
+        det["proto"] = outputs["proto"]
+        return det
+
+    def network_and_detect(self, inputs) -> dict:
+        """float32 [B, S, S, 3] -> numpy detections (see yolact.detection.detect) + proto."""
+        from keras import ops
+
+        return {k: ops.convert_to_numpy(v) for k, v in self._forward(inputs).items()}
+
+    @staticmethod
+    def postprocess_one(det: dict, index: int, height: int, width: int) -> Instances:
+        """Masks and pixel boxes of image `index` of a batch at its original size."""
+        n = int(det["num_detections"][index])
+        if n == 0:
+            return Instances(np.zeros((0, 4), np.int32), np.zeros((0,), np.int32),
+                             np.zeros((0,), np.float32), np.zeros((0, height, width), np.uint8))
+        one = {k: det[k][index:index + 1, :n] for k in ("boxes", "classes", "scores", "coef")}
+        one["num_detections"] = np.array([n], np.int32)
+        out = postprocess(one, det["proto"][index:index + 1], height, width)
+        from keras import ops
+
+        return Instances(
+            boxes=ops.convert_to_numpy(out["boxes_px"])[0],
+            classes=np.asarray(det["classes"][index, :n], np.int32),
+            scores=np.asarray(det["scores"][index, :n], np.float32),
+            masks=ops.convert_to_numpy(out["masks"])[0],
+        )
+
+    # ---- end to end ---------------------------------------------------------
+    def predict_normalized(self, inputs, sizes) -> list:
+        """Already preprocessed batch + [(height, width)] -> list of Instances."""
+        det = self.network_and_detect(inputs)
+        return [self.postprocess_one(det, i, int(h), int(w)) for i, (h, w) in enumerate(sizes)]
+
+    def predict(self, images) -> list:
+        """List of uint8 RGB images [H, W, 3] (any sizes) -> list of Instances."""
+        if not len(images):
+            return []
+        batch = np.stack([self._resize_uint8(im) for im in images]) if len(
+            {im.shape for im in images}) > 1 else np.stack(images)
+        inputs = self.preprocess(batch)
+        return self.predict_normalized(inputs, [im.shape[:2] for im in images])
+
+    def _resize_uint8(self, image):
+        """Mixed sizes cannot be stacked: resize each to S x S first (float, same math)."""
+        return np.asarray(preprocess_images(image[None].astype(np.float32), self.cfg.IMG_SIZE,
+                                            (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))[0]

@@ -1,0 +1,83 @@
+"""PyTorch-style SGD and the official YOLACT learning-rate schedule (keras.ops only)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then step decay (official train.py).
+
+    lr(it) = warmup_init + (base - warmup_init) * it / warmup_iters   for it <= warmup_iters
+           = base * gamma ** (number of steps <= it)                   afterwards
+    """
+
+    def __init__(self, base_lr, warmup_init_lr, warmup_iters, steps, gamma=0.1):
+        self.base_lr = float(base_lr)
+        self.warmup_init_lr = float(warmup_init_lr)
+        self.warmup_iters = int(warmup_iters)
+        self.steps = tuple(int(s) for s in steps)
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        passed = ops.zeros((), "float32")
+        for boundary in self.steps:
+            passed = passed + ops.cast(step >= boundary, "float32")
+        decayed = self.base_lr * ops.power(self.gamma, passed)
+        if self.warmup_iters <= 0:
+            return decayed
+        frac = step / float(self.warmup_iters)
+        warm = (self.base_lr - self.warmup_init_lr) * frac + self.warmup_init_lr
+        # Official code: warmup applies while it <= warmup_iters; the step decay
+        # only changes lr once it >= a step, so warmup never overlaps a decay.
+        return ops.where(step <= self.warmup_iters, warm, decayed)
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "warmup_init_lr": self.warmup_init_lr,
+                "warmup_iters": self.warmup_iters, "steps": self.steps, "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class TorchSGD(keras.optimizers.Optimizer):
+    """SGD with momentum and L2 weight decay exactly as `torch.optim.SGD`.
+
+    g = grad + l2 * w;  buf = momentum * buf + g;  w = w - lr * buf
+
+    Keras's built-in SGD folds lr into the momentum buffer and its
+    `weight_decay` is decoupled from the gradient; the official YOLACT
+    schedule was tuned with the update above, so we keep it.
+
+    Non-finite gradients: a variable whose (all-reduced) gradient contains
+    NaN/Inf is left untouched, momentum included. The trainer turns every
+    gradient into NaN when the loss of any replica is non-finite, so a bad
+    step is skipped as a whole on every replica.
+    """
+
+    def __init__(self, learning_rate=1e-3, momentum=0.9, l2=5e-4, name="torch_sgd", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.momentum = float(momentum)
+        self.l2 = float(l2)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        buf = self.momentums[self._get_variable_index(variable)]
+        ok = ops.all(ops.isfinite(gradient))
+        grad = gradient + self.l2 * variable
+        new_buf = self.momentum * buf + grad
+        self.assign(buf, ops.where(ok, new_buf, buf))
+        self.assign(variable, ops.where(ok, variable - lr * new_buf, variable))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "l2": self.l2})
+        return config

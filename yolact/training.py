@@ -1,0 +1,389 @@
+"""Distributed training loop (tf.distribute), checkpoints, TensorBoard.
+
+`train(cfg, options)` is what ``train.py`` calls. The pieces are usable on
+their own: `make_strategy`, `Trainer` (one compiled distributed step,
+checkpointing), `schedule_for`.
+
+Loss normalization across replicas: each replica computes unnormalized sums
+(`yolact.losses.loss_terms`); the positive count and the batch size are
+all-reduced first, so every replica divides by the *global* counts and the
+summed gradients equal those of one device running the whole global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from config import YolactConfig, scaled_schedule
+from yolact import factory
+from yolact.losses import combine, loss_terms
+from yolact.optim import TorchSGD, WarmupStepSchedule
+
+LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Run options that are not model settings (CLI flags of train.py)."""
+
+    tfrecord_dir: str
+    weights_dir: str
+    batch_size: int = 8
+    lr: float | None = None  # None: config LR scaled by batch / 8
+    momentum: float | None = None
+    weight_decay: float | None = None
+    max_iter: int | None = None
+    warmup_iters: int | None = None
+    lr_steps: tuple | None = None
+    print_interval: int = 10
+    save_interval: int = 5000
+    val_interval: int = 0  # 0: no validation during training
+    val_images: int = 0  # 0: whole val split
+    resume: bool = True
+    init_weights: str | None = None
+    strategy: str = "mirrored"
+    mixed_precision: bool = False
+    freeze_bn: bool | None = None  # None: official rule (per-replica batch < FREEZE_BN_BELOW)
+    keep_checkpoints: int = 3
+    seed: int = 0
+    log_images: int = 4
+
+
+def make_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
+    """'mirrored' (all local GPUs, else the CPU), 'multiworker' (TF_CONFIG) or 'default'."""
+    if kind == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        cpus = tf.config.list_logical_devices("CPU")
+        devices = [d.name for d in gpus] or [d.name for d in cpus]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if kind == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("-strategy multiworker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"unknown strategy {kind!r}; use mirrored, multiworker or default")
+
+
+def schedule_for(cfg: YolactConfig, options: TrainOptions) -> dict:
+    """Learning-rate schedule and iteration count, official scaling by batch / 8."""
+    sched = scaled_schedule(cfg, options.batch_size)
+    if options.lr is not None:
+        sched["lr"] = options.lr
+    if options.max_iter is not None:
+        # A shorter run keeps the official step positions relative to its length.
+        ratio = options.max_iter / max(sched["max_iter"], 1)
+        sched["lr_steps"] = tuple(int(s * ratio) for s in sched["lr_steps"])
+        sched["max_iter"] = options.max_iter
+    if options.lr_steps is not None:
+        sched["lr_steps"] = tuple(options.lr_steps)
+    if options.warmup_iters is not None:
+        sched["warmup_iters"] = options.warmup_iters
+    return sched
+
+
+def _all_reduce_sum(value):
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+class Trainer:
+    """Holds model, optimizer and checkpoint; runs distributed train steps."""
+
+    def __init__(self, cfg: YolactConfig, options: TrainOptions, strategy=None):
+        self.cfg = cfg
+        self.options = options
+        self.strategy = strategy or make_strategy(options.strategy)
+        self.schedule = schedule_for(cfg, options)
+        replicas = self.strategy.num_replicas_in_sync
+        if options.batch_size % replicas:
+            raise ValueError(f"-batch_size {options.batch_size} is not divisible by the "
+                             f"{replicas} replicas")
+        self.per_replica_batch = options.batch_size // replicas
+        self.loss_params = factory.loss_params(cfg)
+        with self.strategy.scope():
+            self.model = factory.build_model(cfg)
+            self.model(tf.zeros([1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3]), training=False)
+            freeze = options.freeze_bn
+            if freeze is None:
+                freeze = self.per_replica_batch < cfg.FREEZE_BN_BELOW
+            self.bn_frozen = bool(freeze)
+            self.model.freeze_batchnorm(self.bn_frozen)
+            lr = WarmupStepSchedule(self.schedule["lr"], self.schedule["warmup_init_lr"],
+                                    self.schedule["warmup_iters"], self.schedule["lr_steps"],
+                                    cfg.LR_GAMMA)
+            optimizer = TorchSGD(
+                learning_rate=lr,
+                momentum=cfg.MOMENTUM if options.momentum is None else options.momentum,
+                l2=cfg.WEIGHT_DECAY if options.weight_decay is None else options.weight_decay)
+            if options.mixed_precision:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self.model.trainable_variables)
+            self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                              skipped=self.skipped)
+        self.is_chief = _is_chief(self.strategy)
+        ckpt_dir = options.weights_dir
+        if not self.is_chief:  # every worker must save; only the chief's copy is kept
+            worker = self.strategy.cluster_resolver.task_id
+            ckpt_dir = os.path.join(options.weights_dir, f".worker{worker}_tmp")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
+                                                  max_to_keep=options.keep_checkpoints)
+        self._step_fn = None
+
+    # ------------------------------------------------------------------ steps
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def learning_rate(self) -> float:
+        """The learning rate of the next step."""
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def _replica_step(self, batch):
+        images = batch["image"]
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int32), tf.cast(replica, tf.int32)])
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+            terms = loss_terms(batch, outputs, self.loss_params, seed=seed)
+            num_pos = _all_reduce_sum(terms["num_pos"])
+            batch_size = _all_reduce_sum(terms["batch_size"])
+            losses = combine(terms, num_pos, batch_size)
+            loss = losses["total"]
+            scaled = loss
+            if self.options.mixed_precision:
+                scaled = self.optimizer.scale_loss(loss)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        # Any replica non-finite -> every gradient NaN -> the all-reduced update is
+        # NaN everywhere and TorchSGD leaves every variable untouched.
+        nan = tf.constant(float("nan"))
+        grads = [tf.where(finite, g, nan * tf.ones_like(g)) for g in grads]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        bad = _all_reduce_sum(1.0 - tf.cast(finite, tf.float32))
+        self.skipped.assign_add(tf.cast(bad > 0, tf.int64))
+        # Per-replica losses already use the global normalizers: their sum is the loss.
+        return {k: losses[k] for k in LOSS_KEYS}
+
+    def train_step(self, iterator):
+        """One optimizer step on the next global batch; returns the summed losses."""
+        if self._step_fn is None:
+            @tf.function
+            def step_fn(it):
+                per_replica = self.strategy.run(self._replica_step, args=(next(it),))
+                return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                        for k, v in per_replica.items()}
+
+            self._step_fn = step_fn
+        return self._step_fn(iterator)
+
+    # ------------------------------------------------------------ checkpoints
+    def restore(self, path: str | None = None) -> str | None:
+        """Restore `path` or the latest checkpoint in weights_dir; returns what was loaded."""
+        path = path or self.manager.latest_checkpoint
+        if path:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        return path
+
+    def save(self) -> str:
+        """Write a checkpoint (TF writes the data files first and the index last)."""
+        os.makedirs(self.options.weights_dir, exist_ok=True)
+        path = self.manager.save(checkpoint_number=self.step)
+        self.cfg.to_json(os.path.join(self.options.weights_dir, "config.json"))
+        return path
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM so the loop can save before exiting."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _write_scalars(writer, step, values: dict, prefix: str):
+    with writer.as_default(step=step):
+        for key, value in values.items():
+            tf.summary.scalar(f"{prefix}/{key}", value)
+
+
+def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn=None) -> dict:
+    """Train `cfg` on `<tfrecord_dir>/train-*.tfrecord`; returns a summary dict.
+
+    evaluate_fn(model, step) -> dict of metrics (with 'segm_AP' / 'bbox_AP' and
+    optional 'images' uint8 [N, H, W, 3]) runs every val_interval steps and at
+    the end; the best checkpoint by mask AP is kept in weights_dir/best.
+    dataset_fn(input_context) -> tf.data.Dataset overrides the TFRecord input.
+    """
+    from tqdm import tqdm
+
+    from data.pipeline import build_dataset
+
+    keras.utils.set_random_seed(options.seed)
+    trainer = Trainer(cfg, options)
+    os.makedirs(options.weights_dir, exist_ok=True)
+    cfg.to_json(os.path.join(options.weights_dir, "config.json"))
+    loaded = trainer.restore() if options.resume else None
+    if loaded is None and options.init_weights:
+        factory.load_weights(trainer.model, options.init_weights)
+    pattern = os.path.join(options.tfrecord_dir, "train-*.tfrecord")
+    if dataset_fn is None:
+        if not tf.io.gfile.glob(pattern):
+            raise FileNotFoundError(f"no training shards match {pattern!r}")
+
+        def dataset_fn(ctx):
+            return build_dataset(pattern, cfg, training=True, batch_size=options.batch_size,
+                                 input_context=ctx, seed=options.seed)
+
+    dataset = trainer.strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dataset)
+    max_iter = trainer.schedule["max_iter"]
+    writer = tf.summary.create_file_writer(os.path.join(options.weights_dir, "logs"))
+    start = trainer.step
+    history, best = [], {"segm_AP": -1.0}
+    bar = tqdm(total=max_iter, initial=start, desc="train", unit="it", dynamic_ncols=True)
+    tick, seen = time.time(), 0
+    with _StopFlag() as flag:
+        while trainer.step < max_iter and not flag.stop:
+            losses = {k: float(v) for k, v in trainer.train_step(iterator).items()}
+            step = trainer.step
+            seen += options.batch_size
+            bar.update(1)
+            if step % options.print_interval == 0 or step == max_iter:
+                rate = seen / max(time.time() - tick, 1e-9)
+                tick, seen = time.time(), 0
+                lr = trainer.learning_rate()
+                bar.set_postfix({**{k: f"{losses[k]:.3f}" for k in LOSS_KEYS},
+                                 "lr": f"{lr:.1e}", "img/s": f"{rate:.1f}"})
+                _write_scalars(writer, step, {**losses, "lr": lr, "images_per_sec": rate,
+                                              "skipped_steps": int(trainer.skipped.numpy())},
+                               "train")
+                history.append({"step": step, **losses, "lr": lr})
+            if step % options.save_interval == 0:
+                trainer.save()
+            if evaluate_fn and options.val_interval and step % options.val_interval == 0:
+                best = _validate(trainer, evaluate_fn, writer, step, best)
+    bar.close()
+    trainer.save()
+    if flag.stop:
+        print(f"Interrupted at step {trainer.step}: checkpoint saved, resume with -resume.")
+    elif evaluate_fn and (not options.val_interval or trainer.step % options.val_interval):
+        best = _validate(trainer, evaluate_fn, writer, trainer.step, best)
+    writer.flush()
+    summary = {"step": trainer.step, "skipped_steps": int(trainer.skipped.numpy()),
+               "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
+               "interrupted": flag.stop}
+    with open(os.path.join(options.weights_dir, "train_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+    return summary
+
+
+def _validate(trainer: Trainer, evaluate_fn, writer, step: int, best: dict) -> dict:
+    metrics = evaluate_fn(trainer.model, step)
+    images = metrics.pop("images", None)
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.floating))}
+    _write_scalars(writer, step, scalars, "val")
+    if images is not None and len(images):
+        with writer.as_default(step=step):
+            tf.summary.image("val/predictions", np.asarray(images), max_outputs=len(images))
+    print(f"[val step {step}] " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+    if scalars.get("segm_AP", -1.0) > best.get("segm_AP", -1.0):
+        best = {"step": step, **scalars}
+        best_dir = os.path.join(trainer.options.weights_dir, "best")
+        os.makedirs(best_dir, exist_ok=True)
+        tmp = os.path.join(best_dir, "tmp.weights.h5")
+        trainer.model.save_weights(tmp)
+        os.replace(tmp, os.path.join(best_dir, "model.weights.h5"))
+        trainer.cfg.to_json(os.path.join(best_dir, "config.json"))
+    return best
+
+
+def resolve_config(name: str, tfrecord_dir: str | None, label_map: str | None = None,
+                   overrides: dict | None = None) -> YolactConfig:
+    """Preset by name; an unknown name is a custom dataset whose classes come from
+    its label map (default <tfrecord_dir>/label_map.json)."""
+    from config import PRESETS, get_config
+
+    overrides = dict(overrides or {})
+    if name in PRESETS and label_map is None:
+        return get_config(name, **overrides)
+    label_map = label_map or os.path.join(tfrecord_dir or ".", "label_map.json")
+    if not os.path.exists(label_map):
+        raise FileNotFoundError(
+            f"-name {name!r} is not a preset ({', '.join(PRESETS)}) so it needs a label map; "
+            f"none at {label_map!r} (pass -label_map)")
+    if name in PRESETS:
+        return get_config(name, label_map=label_map, **overrides)
+    return get_config("custom", label_map=label_map, NAME=name, **overrides)
+
+
+def run_from_flags(flags_) -> dict:
+    """Entry point of train.py: flags -> config, options, evaluation -> train()."""
+    from config import parse_overrides
+
+    cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map,
+                         parse_overrides(flags_.override))
+    if flags_.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    options = TrainOptions(
+        tfrecord_dir=flags_.tfrecord_dir, weights_dir=flags_.weights,
+        batch_size=flags_.batch_size, lr=flags_.lr, momentum=flags_.momentum,
+        weight_decay=flags_.weight_decay, max_iter=flags_.max_iter,
+        warmup_iters=flags_.warmup_iters,
+        lr_steps=tuple(int(s) for s in flags_.lr_steps) if flags_.lr_steps else None,
+        print_interval=flags_.print_interval, save_interval=flags_.save_interval,
+        val_interval=flags_.val_interval, val_images=flags_.val_images, resume=flags_.resume,
+        init_weights=flags_.init_weights, strategy=flags_.strategy,
+        mixed_precision=flags_.mixed_precision, seed=flags_.seed)
+    evaluate_fn = None
+    if flags_.validate:
+        val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")
+        if tf.io.gfile.glob(val_pattern):
+            from yolact.evaluation import make_validation_fn
+
+            evaluate_fn = make_validation_fn(cfg, flags_.tfrecord_dir,
+                                             max_images=flags_.val_images or None,
+                                             num_draw=options.log_images)
+        else:
+            print(f"No val shards at {val_pattern!r}: training without validation.")
+    return train(cfg, options, evaluate_fn=evaluate_fn)
