@@ -1,0 +1,232 @@
+"""Training: replica equivalence, resume, NaN guard, checkpoint atomicity, multi-worker."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.train_utils import fixed_dataset_fn, small_config, synthetic_examples
+from yolact.training import TrainOptions, Trainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+       "CUDA_VISIBLE_DEVICES": "-1"}
+
+
+def make_trainer(tmp_path, strategy=None, **opts):
+    cfg = small_config()
+    options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "ckpt"), batch_size=4,
+                           max_iter=100, lr=0.01, strategy="default", **opts)
+    return Trainer(cfg, options, strategy=strategy)
+
+
+def run_steps(trainer, examples, steps):
+    fn = fixed_dataset_fn(examples)
+    dataset = trainer.strategy.distribute_datasets_from_function(
+        lambda ctx: fn(ctx, trainer.options.batch_size))
+    iterator = iter(dataset)
+    return [{k: float(v) for k, v in trainer.train_step(iterator).items()} for _ in range(steps)]
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+REPLICA_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
+    from yolact.training import TrainOptions, Trainer
+    out = {}
+    examples = synthetic_examples(small_config(), 4, seed=3)
+    for n in (1, 2):
+        keras.utils.set_random_seed(0)
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+        options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1] + f"/r{n}",
+                               batch_size=4, max_iter=10, lr=0.05, freeze_bn=True)
+        trainer = Trainer(small_config(), options, strategy=strategy)
+        if n == 1:
+            init = trainer.model.get_weights()
+        else:
+            trainer.model.set_weights(init)
+        fn = fixed_dataset_fn(examples)
+        it = iter(strategy.distribute_datasets_from_function(lambda c: fn(c, 4)))
+        losses = [float(trainer.train_step(it)["total"]) for _ in range(2)]
+        out[f"loss{n}"] = np.array(losses)
+        for i, w in enumerate(trainer.model.get_weights()):
+            out[f"w{n}_{i}"] = w
+    np.savez(sys.argv[1] + "/result.npz", **out)
+""")
+
+
+def test_one_and_two_replicas_give_the_same_update(tmp_path):
+    subprocess.run([sys.executable, "-c", REPLICA_SCRIPT, str(tmp_path)], cwd=ROOT, env=ENV,
+                   check=True, timeout=600)
+    res = np.load(tmp_path / "result.npz")
+    np.testing.assert_allclose(res["loss1"], res["loss2"], rtol=1e-5)
+    names = sorted(k for k in res if k.startswith("w1_"))
+    changed = 0
+    for name in names:
+        w1, w2 = res[name], res["w2_" + name[3:]]
+        np.testing.assert_allclose(w1, w2, rtol=1e-4, atol=1e-6, err_msg=name)
+        changed += 1
+    assert changed > 50
+
+
+def test_nan_loss_skips_the_update(tmp_path):
+    trainer = make_trainer(tmp_path)
+    examples = synthetic_examples(trainer.cfg, 4)
+    before = weights_of(trainer.model)
+    bad = [dict(e, image=np.full_like(e["image"], np.nan)) for e in examples]
+    losses = run_steps(trainer, bad, 1)
+    assert not np.isfinite(losses[0]["total"])
+    assert int(trainer.skipped.numpy()) == 1
+    for a, b in zip(before, weights_of(trainer.model)):
+        np.testing.assert_array_equal(a, b)
+    # A good step afterwards does change the weights and is not counted as skipped.
+    run_steps(trainer, examples, 1)
+    assert int(trainer.skipped.numpy()) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_of(trainer.model)))
+
+
+def test_loss_decreases_on_a_fixed_batch(tmp_path):
+    trainer = make_trainer(tmp_path)
+    examples = synthetic_examples(trainer.cfg, 4, seed=1)
+    losses = run_steps(trainer, examples, 60)
+    first, last = losses[0], {k: np.mean([x[k] for x in losses[-3:]]) for k in losses[0]}
+    assert np.isfinite(first["total"]) and last["total"] < 0.6 * first["total"], (first, last)
+    # Box and class terms fall fastest; the mask term must not grow.
+    assert last["box"] < 0.5 * first["box"] and last["cls"] < 0.5 * first["cls"], (first, last)
+    assert last["mask"] <= first["mask"] * 1.01, (first, last)
+
+
+def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path)
+    examples = synthetic_examples(trainer.cfg, 4)
+    run_steps(trainer, examples, 1)
+    first = trainer.save()
+    saved = weights_of(trainer.model)
+    run_steps(trainer, examples, 1)
+    real_write = trainer.checkpoint.write
+
+    def crash_after_data(*args, **kwargs):  # data files written, state not yet updated
+        real_write(*args, **kwargs)
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(trainer.checkpoint, "write", crash_after_data)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    assert tf.train.latest_checkpoint(trainer.options.weights_dir) == first
+    fresh = make_trainer(tmp_path)
+    assert fresh.restore() == first
+    assert fresh.step == 1
+    for a, b in zip(saved, weights_of(fresh.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys
+    from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
+    from yolact.training import TrainOptions, train
+    cfg = small_config()
+    examples = synthetic_examples(cfg, 4)
+    fn = fixed_dataset_fn(examples)
+    options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
+                           max_iter=100000, lr=0.01, print_interval=1, save_interval=100000,
+                           strategy="default")
+    train(cfg, options, dataset_fn=lambda ctx: fn(ctx, 4))
+""")
+
+
+def test_sigterm_saves_and_resume_continues_at_same_step_and_lr(tmp_path):
+    ckpt = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(ckpt)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpt / "logs").exists():
+        time.sleep(1)
+    time.sleep(8)  # let it run some steps
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Interrupted at step" in output
+    stopped = int(output.split("Interrupted at step")[1].split(":")[0])
+    assert stopped > 0
+    summary = json.loads((ckpt / "train_summary.json").read_text())
+    assert summary["interrupted"] and summary["step"] == stopped
+
+    cfg = small_config()
+    options = TrainOptions(tfrecord_dir="", weights_dir=str(ckpt), batch_size=4,
+                           max_iter=100000, lr=0.01, strategy="default")
+    trainer = Trainer(cfg, options)
+    assert trainer.restore() is not None
+    assert trainer.step == stopped
+    # Warmup of 2 iterations, then the base lr 0.01 (no decay step before 100000 * 280/800).
+    expected_lr = 0.01 if stopped >= 2 else 1e-4 + (0.01 - 1e-4) * stopped / 2
+    assert abs(trainer.learning_rate() - expected_lr) < 1e-9
+    run_steps(trainer, synthetic_examples(cfg, 4), 2)
+    assert trainer.step == stopped + 2
+
+
+MULTIWORKER_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np, tensorflow as tf
+    from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
+    from yolact.training import TrainOptions, Trainer
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    cfg = small_config()
+    options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
+                           max_iter=10, lr=0.01, strategy="multiworker", freeze_bn=True)
+    trainer = Trainer(cfg, options, strategy=strategy)
+    fn = fixed_dataset_fn(synthetic_examples(cfg, 4))
+    it = iter(strategy.distribute_datasets_from_function(lambda c: fn(c, 4)))
+    losses = [float(trainer.train_step(it)["total"]) for _ in range(2)]
+    trainer.save()
+    w = trainer.model.get_weights()
+    task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    np.savez(sys.argv[1] + f"/worker{task}.npz", loss=np.array(losses), w0=w[0], wl=w[-1],
+             step=trainer.step)
+""")
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_local_processes(tmp_path):
+    ports = _free_ports(2)
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**ENV, "TF_CONFIG": json.dumps(tf_config)}
+        procs.append(subprocess.Popen([sys.executable, "-c", MULTIWORKER_SCRIPT, str(tmp_path)],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    w0, w1 = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    assert int(w0["step"]) == int(w1["step"]) == 2
+    np.testing.assert_allclose(w0["loss"], w1["loss"], rtol=1e-6)  # synchronized replicas
+    np.testing.assert_allclose(w0["w0"], w1["w0"], rtol=1e-6)
+    assert np.isfinite(w0["loss"]).all()
+    assert tf.train.latest_checkpoint(str(tmp_path)) is not None  # the chief's checkpoint
