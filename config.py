@@ -53,7 +53,8 @@ PASCAL_CLASSES = (
 # Classes of the embedded synthetic dataset (data/shapes.py).
 SHAPES_CLASSES = ("circle", "rectangle", "triangle", "ellipse", "star")
 
-BACKBONES = ("resnet50", "resnet101", "darknet53", "mobilenetv2", "resnet_tiny")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_tiny",
+             "darknet53", "mobilenetv2")
 NMS_TYPES = ("fast", "cross_class", "traditional")
 ATTENTION_TYPES = (None, "se", "cbam")
 
