@@ -265,7 +265,11 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     cfg.to_json(os.path.join(options.weights_dir, "config.json"))
     loaded = trainer.restore() if options.resume else None
     if loaded is None and options.init_weights:
-        factory.load_weights(trainer.model, options.init_weights)
+        from yolact.checkpoints import load_weights
+
+        print(f"Initial weights: {load_weights(trainer.model, options.init_weights)}")
+    elif loaded:
+        print(f"Resumed from {loaded} at step {trainer.step}")
     pattern = os.path.join(options.tfrecord_dir, "train-*.tfrecord")
     if dataset_fn is None:
         if not tf.io.gfile.glob(pattern):
