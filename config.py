@@ -250,10 +250,12 @@ def validate(cfg: YolactConfig) -> None:
             fail(f"{name} must be in [0, 1], got {value!r}")
     if len(cfg.MEAN) != 3 or len(cfg.STD) != 3 or min(cfg.STD) <= 0:
         fail(f"MEAN and STD need 3 values with STD > 0, got MEAN={cfg.MEAN}, STD={cfg.STD}")
+    stages = 5 if cfg.BACKBONE == "darknet53" else 4
     if cfg.BACKBONE_BLOCKS is not None and (
-        len(cfg.BACKBONE_BLOCKS) != 4 or min(cfg.BACKBONE_BLOCKS) < 1
+        len(cfg.BACKBONE_BLOCKS) != stages or min(cfg.BACKBONE_BLOCKS) < 1
     ):
-        fail(f"BACKBONE_BLOCKS needs 4 positive block counts, got {cfg.BACKBONE_BLOCKS}")
+        fail(f"BACKBONE_BLOCKS needs {stages} positive block counts for {cfg.BACKBONE}, "
+             f"got {cfg.BACKBONE_BLOCKS}")
     if list(cfg.LR_STEPS) != sorted(cfg.LR_STEPS):
         fail(f"LR_STEPS must be increasing, got {cfg.LR_STEPS}")
     if cfg.LR <= 0 or cfg.WEIGHT_DECAY < 0 or not 0 <= cfg.MOMENTUM < 1:
@@ -268,8 +270,10 @@ YOLACT_RESNET50 = dataclasses.replace(YOLACT_BASE, NAME="yolact_resnet50", BACKB
 
 YOLACT_IM700 = dataclasses.replace(YOLACT_BASE, NAME="yolact_im700", IMG_SIZE=700)
 
+# The official DarkNet transform only scales to [0, 1] (no mean/std).
 YOLACT_DARKNET53 = dataclasses.replace(
-    YOLACT_BASE, NAME="yolact_darknet53", BACKBONE="darknet53"
+    YOLACT_BASE, NAME="yolact_darknet53", BACKBONE="darknet53",
+    MEAN=(0.0, 0.0, 0.0), STD=(255.0, 255.0, 255.0),
 )
 
 YOLACT_RESNET50_PASCAL = dataclasses.replace(

@@ -1,0 +1,196 @@
+"""Official checkpoint converter: key mapping, errors, CLI, verify, fine-tuning loads."""
+
+import json
+import logging
+import os
+import re
+
+import numpy as np
+import pytest
+
+from config import get_config
+from yolact.convert_official import (CheckpointMismatchError, UnsupportedCheckpointError,
+                                     config_path_for, load_official_weights, load_weights_partial,
+                                     main, save_weights_with_config, weights_num_classes)
+from yolact.factory import build_model
+from yolact.pth import load_state_dict
+
+FIXTURES = "tests/fixtures"
+WEIGHTS = f"{FIXTURES}/weights.pth"
+
+
+@pytest.fixture(scope="module")
+def state():
+    return load_state_dict(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_model(get_config("tiny"))
+
+
+def test_model_layout_is_exactly_the_official_state_dict(tiny):
+    keys = [line.split("\t")[0] for line in open(f"{FIXTURES}/keys.txt").read().splitlines()]
+    official = {k for k in keys if not k.endswith("num_batches_tracked")}
+    assert len(official) == 138 - 17
+    ours = set()
+    for prefix, layer in tiny.torch_layers().items():
+        from yolact.layers import expected_torch_shapes
+
+        ours |= {f"{prefix}.{suffix}" for suffix in expected_torch_shapes(layer)}
+    assert ours == official
+    assert set(tiny.class_dependent_layers()) == {"prediction_layers.0.conf_layer", "semantic_seg_conv"}
+
+
+def test_conversion_assigns_every_tensor_with_torch_to_keras_layout(tiny, state):
+    report = load_official_weights(tiny, state)
+    assert report["assigned"] == 121
+    assert sorted(report["ignored"]) == sorted(k for k in state if k.endswith("num_batches_tracked"))
+    layers = tiny.torch_layers()
+    # conv [out, in, kh, kw] -> HWIO
+    np.testing.assert_array_equal(layers["backbone.conv1"].kernel,
+                                  np.transpose(state["backbone.conv1.weight"], (2, 3, 1, 0)))
+    bn = layers["backbone.layers.2.0.downsample.1"]
+    for ours, theirs in ((bn.gamma, "weight"), (bn.beta, "bias"), (bn.moving_mean, "running_mean"),
+                         (bn.moving_variance, "running_var")):
+        np.testing.assert_array_equal(ours, state[f"backbone.layers.2.0.downsample.1.{theirs}"])
+    # fpn.lat_layers.0 acts on C5 (2048 channels): stored reversed, mapped by name
+    assert tuple(layers["fpn.lat_layers.0"].kernel.shape) == (1, 1, 2048, 64)
+
+
+def test_legacy_extras_are_ignored(tiny, state):
+    extra = dict(state)
+    extra["backbone.layer1.0.conv1.weight"] = np.zeros((64, 64, 1, 1), np.float32)  # pre-`layers`
+    extra["fpn.downsample_layers.2.weight"] = np.zeros((64, 64, 3, 3), np.float32)  # v1.0 extra P8
+    extra["fpn.downsample_layers.2.bias"] = np.zeros(64, np.float32)
+    report = load_official_weights(tiny, extra)
+    assert report["assigned"] == 121
+    assert {"backbone.layer1.0.conv1.weight", "fpn.downsample_layers.2.weight",
+            "fpn.downsample_layers.2.bias"} <= set(report["ignored"])
+
+
+def test_yolact_plus_plus_is_rejected(tiny, state):
+    plus = dict(state)
+    plus["backbone.layers.3.0.conv2.conv_offset_mask.weight"] = np.zeros((27, 512, 3, 3), np.float32)
+    plus["maskiou_net.0.weight"] = np.zeros((8, 1, 3, 3), np.float32)
+    with pytest.raises(UnsupportedCheckpointError, match="YOLACT\\+\\+") as err:
+        load_official_weights(tiny, plus)
+    assert "conv_offset_mask" in str(err.value) and "maskiou_net.0.weight" in str(err.value)
+
+
+def test_unknown_and_missing_keys_are_reported(tiny, state):
+    broken = dict(state)
+    del broken["proto_net.10.bias"]
+    broken["mystery_head.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_official_weights(tiny, broken)
+    message = str(err.value)
+    assert "unknown keys (1): mystery_head.weight" in message
+    assert "missing keys (1): proto_net.10.bias" in message
+
+
+def test_class_count_mismatch_names_the_class_layers(state):
+    model = build_model(get_config("tiny", NUM_CLASSES=5, CLASS_NAMES=tuple("abcde")))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_official_weights(model, state)
+    message = str(err.value)
+    # 3 anchors * (5 + 1) = 18 class-logit channels expected; the file has 3 * 4 = 12
+    assert "prediction_layers.0.conf_layer.weight: checkpoint (12, 256, 3, 3), model expects (18, 256, 3, 3)" in message
+    assert "semantic_seg_conv.weight: checkpoint (3, 64, 1, 1), model expects (5, 64, 1, 1)" in message
+
+
+def test_cli_converts_verifies_and_writes_config(tmp_path, capsys):
+    out = str(tmp_path / "tiny.weights.h5")
+    argv = ["convert", "-config", "tiny", "-input", WEIGHTS, "-output", out,
+            "-verify", f"{FIXTURES}/io.npz"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "loaded 121 tensors" in printed and "FAILED" not in printed
+    for name in ("loc", "conf_softmax", "mask_coef", "proto", "C5", "P7"):
+        assert f"{name}: " in printed
+    assert os.path.exists(out)
+    saved = json.load(open(config_path_for(out)))
+    assert saved["NAME"] == "tiny" and saved["NUM_CLASSES"] == 3 and saved["BACKBONE_BLOCKS"] == [1, 1, 1, 1]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]  # atomic write left no temp file
+    # the written weights reproduce the official outputs in a fresh model
+    model = build_model(get_config(config_path_for(out)))
+    model.load_weights(out)
+    ref = np.load(f"{FIXTURES}/io.npz")
+    loc = np.asarray(model(np.transpose(ref["input_nchw"], (0, 2, 3, 1)))["loc"])
+    assert np.abs(loc - ref["loc"]).max() <= 1e-4
+
+
+def test_cli_verify_failure_exits_nonzero_and_writes_nothing(tmp_path, capsys):
+    ref = dict(np.load(f"{FIXTURES}/io.npz"))
+    ref["loc"] = ref["loc"] + 1e-3  # beyond the 1e-4 tolerance
+    bad = str(tmp_path / "bad.npz")
+    np.savez(bad, **ref)
+    out = str(tmp_path / "tiny.weights.h5")
+    argv = ["convert", "--config", "tiny", "--input", WEIGHTS, "--output", out, "--verify", bad]
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert re.search(r" loc: 0\.00(09|10)\d*  FAILED", printed), printed  # ~1e-3 off
+    assert re.search(r" mask_coef: [0-9.e-]+  ok", printed)
+    assert not os.path.exists(out) and not os.path.exists(config_path_for(out))
+
+
+def test_cli_override_reaches_the_config(tmp_path):
+    out = str(tmp_path / "x.weights.h5")
+    with pytest.raises(CheckpointMismatchError, match="semantic_seg_conv"):
+        main(["convert", "-config", "tiny", "-override", "NUM_CLASSES=5",
+              "-override", 'CLASS_NAMES=["a","b","c","d","e"]', "-input", WEIGHTS, "-output", out])
+
+
+def test_partial_load_skips_exactly_the_class_layers(tmp_path, tiny, state, caplog):
+    load_official_weights(tiny, state)
+    path = str(tmp_path / "coco_like.weights.h5")
+    save_weights_with_config(tiny, path, get_config("tiny"))
+    assert weights_num_classes(path) == 3
+    target = build_model(get_config("tiny", NUM_CLASSES=5, CLASS_NAMES=tuple("abcde")))
+    layers = target.torch_layers()
+    fresh = {name: [w.copy() for w in layers[name].get_weights()] for name in target.class_dependent_layers()}
+    with caplog.at_level(logging.WARNING):
+        skipped = load_weights_partial(target, path)
+    assert skipped == ["prediction_layers.0.conf_layer", "semantic_seg_conv"]
+    assert "prediction_layers.0.conf_layer, semantic_seg_conv" in caplog.text
+    source = tiny.torch_layers()
+    for name, layer in layers.items():
+        if name in fresh:
+            for ours, before in zip(layer.get_weights(), fresh[name]):
+                np.testing.assert_array_equal(ours, before)  # kept their initialization
+        else:
+            for ours, theirs in zip(layer.get_weights(), source[name].get_weights()):
+                np.testing.assert_array_equal(ours, theirs)
+    # same class count: a plain full load, nothing skipped
+    same = build_model(get_config("tiny"))
+    assert load_weights_partial(same, path) == []
+    np.testing.assert_array_equal(same.torch_layers()["semantic_seg_conv"].kernel,
+                                  source["semantic_seg_conv"].kernel)
+
+
+def test_official_pth_into_another_class_count_skips_the_class_layers(state, caplog):
+    from yolact.convert_official import load_official_into
+
+    model = build_model(get_config("tiny", NUM_CLASSES=5, CLASS_NAMES=tuple("abcde")))
+    fresh = np.array(model.semantic_seg_conv.kernel)
+    with caplog.at_level(logging.WARNING):
+        report = load_official_into(model, WEIGHTS)
+    assert report["skipped"] == ["prediction_layers.0.conf_layer", "semantic_seg_conv"]
+    assert report["assigned"] == 121 - 4  # weight + bias of each skipped layer
+    assert "prediction_layers.0.conf_layer, semantic_seg_conv" in caplog.text
+    np.testing.assert_array_equal(model.semantic_seg_conv.kernel, fresh)
+    np.testing.assert_array_equal(model.head.mask_layer.bias, state["prediction_layers.0.mask_layer.bias"])
+    # anything else that does not fit is still an error
+    broken = dict(state)
+    broken["proto_net.10.bias"] = np.zeros(9, np.float32)
+    with pytest.raises(CheckpointMismatchError, match=r"proto_net\.10\.bias: checkpoint \(9,\)"):
+        load_official_weights(model, broken, skip_class_mismatch=True)
+
+
+def test_factory_params_come_from_the_config():
+    from yolact.factory import detection_params, loss_params
+
+    cfg = get_config("yolact_im700", NMS_THRESHOLD=0.6, NEG_POS_RATIO=4, LOSS_WEIGHT_MASK=5.0)
+    det, loss = detection_params(cfg), loss_params(cfg)
+    assert (det.num_classes, det.nms_threshold, det.top_k, det.image_size) == (80, 0.6, 200, 700)
+    assert (loss.num_classes, loss.neg_pos_ratio, loss.weight_mask, loss.weight_box) == (80, 4, 5.0, 1.5)

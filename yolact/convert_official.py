@@ -1,0 +1,303 @@
+"""Convert official PyTorch YOLACT checkpoints (.pth) to Keras weights; no torch needed.
+
+    python -m yolact.convert_official -config yolact_base \
+        -input yolact_base_54_800000.pth -output yolact_base.weights.h5 \
+        [-override NUM_CLASSES=4 ...] [-verify reference_io.npz]
+
+(`--flag` works as well as `-flag`.) `-config` is a preset name
+(yolact_base/coco, yolact_resnet50, yolact_im700, yolact_darknet53,
+yolact_resnet50_pascal/pascal, tiny, ...) or a config JSON. The output is
+written atomically, with the resolved config beside it (`<stem>.config.json`).
+
+Mapping: official state_dict keys (SPEC section 9) equal `model.torch_layers()`
+paths + `.weight/.bias/.running_mean/.running_var`; conv weights [out, in, kh, kw]
+become HWIO and BN weight/bias/running_* become gamma/beta/moving_*.
+Ignored: `num_batches_tracked`, legacy `backbone.layer*` (no s) and
+`fpn.downsample_layers.N` beyond the model's two. YOLACT++ keys (DCN
+`conv_offset_mask`, `maskiou_net`) raise `UnsupportedCheckpointError`; any other
+unknown, missing or mis-shaped key raises `CheckpointMismatchError`.
+
+`-verify REF.npz` (the format of tests/fixtures/io.npz) runs the converted model
+on `input_nchw` and compares every output present (max abs difference,
+tolerance 1e-4); nothing is written when it fails. More checks (detection
+agreement) plug in through `verify(..., checks=...)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 1e-4
+_YOLACT_PLUS_MARKERS = ("conv_offset_mask", "maskiou_net")
+_LIST_LIMIT = 20
+
+
+class UnsupportedCheckpointError(ValueError):
+    """The checkpoint needs layers this project does not implement (YOLACT++)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """Unknown, missing or mis-shaped keys between a checkpoint and the model."""
+
+
+def _listing(title: str, items) -> str:
+    items = list(items)
+    more = f" ... and {len(items) - _LIST_LIMIT} more" if len(items) > _LIST_LIMIT else ""
+    return f"{title} ({len(items)}): " + ", ".join(items[:_LIST_LIMIT]) + more
+
+
+def filter_official_state(state: dict, num_downsample: int = 2) -> tuple:
+    """Drop the entries the official `load_weights` drops.
+
+    Returns (kept {key: array}, ignored [keys]). Raises UnsupportedCheckpointError
+    on YOLACT++ keys.
+    """
+    plus = [k for k in state if any(m in k for m in _YOLACT_PLUS_MARKERS)]
+    if plus:
+        raise UnsupportedCheckpointError(
+            "this is a YOLACT++ checkpoint (deformable convs / mask rescoring), which is "
+            "not supported yet; " + _listing("YOLACT++ keys", plus)
+        )
+    kept, ignored = {}, []
+    for key, value in state.items():
+        legacy = key.startswith("backbone.layer") and not key.startswith("backbone.layers")
+        extra = re.match(r"fpn\.downsample_layers\.(\d+)\.", key)
+        if key.endswith("num_batches_tracked") or legacy or (
+            extra and int(extra.group(1)) >= num_downsample
+        ):
+            ignored.append(key)
+        else:
+            kept[key] = value
+    return kept, ignored
+
+
+def _skip_class_layers(model, match) -> list:
+    """Drop shape mismatches of the class-dependent layers from `match`; their names."""
+    class_layers = model.class_dependent_layers()
+    skipped = sorted({m.split(":")[0].rsplit(".", 1)[0] for m in match["shape_mismatch"]}
+                     & set(class_layers))
+    if skipped:
+        match["shape_mismatch"] = [m for m in match["shape_mismatch"]
+                                   if m.split(":")[0].rsplit(".", 1)[0] not in skipped]
+        for name in skipped:
+            match["assign"].pop(name, None)
+    return skipped
+
+
+def load_official_weights(model, state, skip_class_mismatch: bool = False) -> dict:
+    """Assign an official state_dict (dict or .pth path) to a built YolactModel.
+
+    Returns {"assigned": n tensors, "ignored": [keys], "skipped": [layers]}; raises
+    on any mismatch, except that with `skip_class_mismatch` (fine-tuning an official
+    COCO checkpoint on another class count) the class-dependent layers whose shapes
+    differ are skipped with a warning.
+    """
+    from yolact.layers import apply_state_dict_match, match_state_dict
+    from yolact.pth import load_state_dict
+
+    if isinstance(state, str):
+        state = load_state_dict(state)
+    kept, ignored = filter_official_state(state, model.fpn.num_downsample)
+    match = match_state_dict(model, kept)
+    skipped = _skip_class_layers(model, match) if skip_class_mismatch else []
+    if skipped:
+        logger.warning("class count differs from the checkpoint: skipped the class-dependent "
+                       "layers %s, which keep their fresh initialization", ", ".join(skipped))
+    if match["unknown"] or match["missing"] or match["shape_mismatch"]:
+        parts = [
+            _listing("unknown keys", match["unknown"]),
+            _listing("missing keys", match["missing"]),
+            _listing("shape mismatches", match["shape_mismatch"]),
+        ]
+        raise CheckpointMismatchError(
+            "checkpoint does not match the model built from the config (check -config / "
+            "-override NUM_CLASSES=...):\n  " + "\n  ".join(parts)
+        )
+    return {"assigned": apply_state_dict_match(match), "ignored": ignored, "skipped": skipped}
+
+
+def load_official_into(model, path: str) -> dict:
+    """Load an official .pth into `model`, skipping class layers on a class-count mismatch."""
+    return load_official_weights(model, path, skip_class_mismatch=True)
+
+
+# ---- verification ------------------------------------------------------------
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def run_reference_input(model, ref) -> dict:
+    """Outputs (numpy) of `model` on ref["input_nchw"]; features too if `ref` has them."""
+    images = np.transpose(np.asarray(ref["input_nchw"], np.float32), (0, 2, 3, 1))
+    out = {k: np.asarray(v) for k, v in model(images, training=False).items()}
+    if any(k.startswith(("backbone_", "fpn_")) for k in ref):
+        out.update({f"feature_{k}": np.asarray(v) for k, v in model.features(images).items()})
+    return out
+
+
+def raw_output_check(outputs: dict, ref, tolerance: float = DEFAULT_TOLERANCE) -> list:
+    """[(name, max abs diff, ok)] for every raw output / feature present in `ref`."""
+    pairs = [("loc", outputs["loc"], "loc"),
+             ("conf_softmax", _softmax(outputs["conf"]), "conf_softmax"),
+             ("mask_coef", outputs["coef"], "mask_coef"),
+             ("proto", outputs["proto"], "proto_nhwc")]
+    for key in sorted(k for k in outputs if k.startswith("feature_")):
+        level = key[len("feature_"):]
+        ref_key = f"{'backbone' if level.startswith('C') else 'fpn'}_{level}_nchw"
+        pairs.append((level, np.transpose(outputs[key], (0, 3, 1, 2)), ref_key))
+    results = []
+    for name, ours, ref_key in pairs:
+        if ref_key not in ref:
+            continue
+        theirs = np.asarray(ref[ref_key])
+        if ours.shape != theirs.shape:
+            results.append((name, float("inf"), False))
+            continue
+        diff = float(np.max(np.abs(ours.astype(np.float64) - theirs)))
+        results.append((name, diff, diff <= tolerance))
+    return results
+
+
+def verify(model, ref_path: str, checks=(raw_output_check,), log=print) -> bool:
+    """Run `model` on a reference npz and apply `checks(outputs, ref) -> [(name, value, ok)]`."""
+    ref = dict(np.load(ref_path))
+    outputs = run_reference_input(model, ref)
+    all_ok = True
+    for check in checks:
+        for name, value, ok in check(outputs, ref):
+            log(f"  {name:>14s}: {value:.3g}  {'ok' if ok else 'FAILED'}")
+            all_ok &= bool(ok)
+    return all_ok
+
+
+# ---- writing and fine-tuning -------------------------------------------------
+
+def config_path_for(weights_path: str) -> str:
+    """'x/model.weights.h5' -> 'x/model.config.json' (the resolved config beside it)."""
+    stem = weights_path[: -len(".weights.h5")] if weights_path.endswith(".weights.h5") else weights_path
+    return f"{stem}.config.json"
+
+
+def save_weights_with_config(model, path: str, cfg=None) -> None:
+    """Write `path` (.weights.h5) atomically, plus cfg's JSON at config_path_for(path)."""
+    if not path.endswith(".weights.h5"):
+        raise ValueError(f"Keras weights files must end in .weights.h5, got {path!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path[: -len('.weights.h5')]}.tmp{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+    if cfg is not None:
+        cfg.to_json(config_path_for(path))
+
+
+def weights_num_classes(path: str) -> int:
+    """Foreground class count stored in a YolactModel .weights.h5 (semantic conv width)."""
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and obj.attrs.get("name") == "semantic_seg_conv" and "0" in obj:
+            found.append(obj["0"].shape[-1])
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    if len(found) != 1:
+        raise ValueError(f"{path!r}: expected one 'semantic_seg_conv' kernel, found {len(found)}")
+    return int(found[0])
+
+
+def load_weights_partial(model, path: str) -> list:
+    """Load a YolactModel .weights.h5 into `model` even if NUM_CLASSES differs.
+
+    With a different class count, every layer is copied except exactly the
+    class-dependent ones (`model.class_dependent_layers()`: the head's
+    conf_layer and the semantic_seg_conv), which keep their initialization.
+    Returns the skipped layer names (empty when the counts agree).
+    """
+    from yolact.model import YolactModel
+
+    source_classes = weights_num_classes(path)
+    if source_classes == model.num_classes:
+        model.load_weights(path)
+        return []
+    source = YolactModel.from_config({**model.get_config(), "num_classes": source_classes})
+    source.build((None, None, None, 3))
+    source.load_weights(path)
+    skipped = sorted(model.class_dependent_layers())
+    targets, sources = model.torch_layers(), source.torch_layers()
+    for name, layer in targets.items():
+        if name not in skipped:
+            layer.set_weights(sources[name].get_weights())
+    logger.warning(
+        "%s has %d classes, the model %d: loaded everything except the class-dependent "
+        "layers %s, which keep their fresh initialization", path, source_classes,
+        model.num_classes, ", ".join(skipped))
+    return skipped
+
+
+# ---- end to end --------------------------------------------------------------
+
+def convert(cfg, input_path: str, output_path: str, verify_path: str | None = None,
+            checks=(raw_output_check,), log=print) -> bool:
+    """Build the model for `cfg`, load `input_path`, optionally verify, then write.
+
+    Returns False (and writes nothing) when verification fails.
+    """
+    from yolact.factory import build_model
+
+    model = build_model(cfg, load_backbone=False)
+    report = load_official_weights(model, input_path)
+    log(f"loaded {report['assigned']} tensors from {input_path} "
+        f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
+    if verify_path:
+        log(f"verifying against {verify_path}:")
+        if not verify(model, verify_path, checks=checks, log=log):
+            log("verification FAILED; nothing written")
+            return False
+    save_weights_with_config(model, output_path, cfg)
+    log(f"wrote {output_path} and {config_path_for(output_path)}")
+    return True
+
+
+def _define_flags(fv):
+    from absl import flags
+
+    flags.DEFINE_string("config", "yolact_base", "preset name or config JSON", flag_values=fv)
+    flags.DEFINE_string("input", None, "official .pth checkpoint", flag_values=fv)
+    flags.DEFINE_string("output", None, "output .weights.h5", flag_values=fv)
+    flags.DEFINE_multi_string("override", [], "config override KEY=VALUE", flag_values=fv)
+    flags.DEFINE_string("verify", None, "reference npz (io.npz format)", flag_values=fv)
+    flags.mark_flags_as_required(["input", "output"], flag_values=fv)
+
+
+def main(argv=None) -> int:
+    from absl import flags
+
+    from config import get_config, parse_overrides
+
+    fv = flags.FlagValues()
+    _define_flags(fv)
+    try:
+        fv(sys.argv if argv is None else argv)
+    except flags.Error as err:
+        print(f"{err}\nusage: python -m yolact.convert_official -config <preset|config.json> "
+              "-input X.pth -output Y.weights.h5 [-override KEY=VALUE ...] [-verify REF.npz]",
+              file=sys.stderr)
+        return 2
+    cfg = get_config(fv.config, **parse_overrides(fv.override))
+    ok = convert(cfg, fv.input, fv.output, verify_path=fv.verify)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

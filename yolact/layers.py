@@ -1,0 +1,264 @@
+"""Small shared layers and the torch <-> Keras weight layout helpers.
+
+Torch pads convolutions symmetrically; Keras ``padding='same'`` with stride 2
+pads one pixel less at the top/left on even inputs. ``TorchConv2D`` and
+``TorchDepthwiseConv2D`` take torch's integer ``pad`` and reproduce torch
+exactly: explicit zero padding + ``'valid'`` where the two differ, ``'same'``
+where they agree (stride 1 and ``pad == kernel_size // 2``).
+
+Every layer that holds weights is named after its official PyTorch module
+path relative to its parent (``conv1``, ``downsample.0``, ``lat_layers.2``,
+``proto_net`` > ``10``), so ``named_torch_layers(model)`` yields the official
+state_dict prefixes (``backbone.layers.0.0.downsample.0``) directly.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+BN_EPSILON = 1e-5  # torch default (Keras: 1e-3).
+BN_MOMENTUM = 0.9  # torch momentum 0.1 on the new value == Keras 0.9 on the old one.
+
+
+def nhwc(channels: int) -> tuple:
+    """Symbolic NHWC shape with only the channel count known (for `build`)."""
+    return (None, None, None, int(channels))
+
+
+def batch_norm(name: str) -> keras.layers.BatchNormalization:
+    """torch.nn.BatchNorm2d defaults (eps 1e-5, momentum 0.1) as a Keras layer."""
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+
+
+def _padding_mode(kernel_size: int, strides: int, pad: int) -> tuple:
+    """(keras padding, explicit pad) reproducing torch's symmetric `pad`."""
+    if strides == 1 and 2 * pad == kernel_size - 1:
+        return "same", 0
+    return "valid", pad
+
+
+def _pad_nhwc(x, pad: int):
+    if not pad:
+        return x
+    return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+
+def _padded_shape(input_shape, pad: int) -> tuple:
+    shape = list(input_shape)
+    for axis in (1, 2):
+        if shape[axis] is not None:
+            shape[axis] += 2 * pad
+    return tuple(shape)
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class TorchConv2D(keras.layers.Conv2D):
+    """`torch.nn.Conv2d(kernel_size, stride, padding=pad)` on NHWC inputs.
+
+    Input float [B, H, W, Cin] -> [B, (H + 2 pad - k) // s + 1, ..., filters].
+    Kernel HWIO (torch OIHW transposed by (2, 3, 1, 0)).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, pad=0, **kwargs):
+        kwargs.pop("padding", None)
+        self.pad = int(pad)
+        mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
+        super().__init__(filters, int(kernel_size), strides=int(strides), padding=mode, **kwargs)
+
+    def call(self, inputs):
+        return super().call(_pad_nhwc(inputs, self._explicit_pad))
+
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(_padded_shape(input_shape, self._explicit_pad))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("padding")
+        config["kernel_size"] = self.kernel_size[0]
+        config["strides"] = self.strides[0]
+        config["pad"] = self.pad
+        return config
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class TorchDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """`torch.nn.Conv2d(C, C, k, stride, padding=pad, groups=C)` on NHWC inputs.
+
+    Kernel [kh, kw, C, 1] (torch [C, 1, kh, kw] transposed by (2, 3, 0, 1)).
+    """
+
+    def __init__(self, kernel_size, strides=1, pad=0, **kwargs):
+        kwargs.pop("padding", None)
+        self.pad = int(pad)
+        mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
+        super().__init__(int(kernel_size), strides=int(strides), padding=mode, **kwargs)
+
+    def call(self, inputs):
+        return super().call(_pad_nhwc(inputs, self._explicit_pad))
+
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(_padded_shape(input_shape, self._explicit_pad))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("padding")
+        config["kernel_size"] = self.kernel_size[0]
+        config["strides"] = self.strides[0]
+        config["pad"] = self.pad
+        return config
+
+
+def max_pool_3x3_s2(x):
+    """torch MaxPool2d(3, stride 2, padding 1) for x >= 0 (after a ReLU).
+
+    Torch pads with -inf; on non-negative inputs zero padding gives the same max.
+    """
+    return ops.max_pool(_pad_nhwc(x, 1), pool_size=3, strides=2, padding="valid")
+
+
+def resize_bilinear(x, size):
+    """Bilinear resize of NHWC `x` to `size` (h, w): half-pixel centres, no antialias.
+
+    Equals torch `F.interpolate(mode='bilinear', align_corners=False)`.
+    `size` entries may be tensors only while tracing a TF graph with unknown
+    spatial dims (keras.ops.image.resize needs ints); then TF's resize is used.
+    """
+    if all(isinstance(s, (int, np.integer)) for s in size):
+        return ops.image.resize(x, tuple(int(s) for s in size), interpolation="bilinear",
+                                antialias=False)
+    from yolact.ops.backend import get_ops
+
+    return get_ops("tensorflow").image.resize(x, size, interpolation="bilinear", antialias=False)
+
+
+# ---- torch state_dict layout ------------------------------------------------
+
+_WEIGHTED = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.BatchNormalization,
+    keras.layers.Dense,
+)
+
+
+def _children(layer):
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def named_torch_layers(root, prefix: str = "") -> dict:
+    """{official module path: leaf Keras layer} for every weighted leaf under `root`.
+
+    The path joins layer names with '.', e.g. 'backbone.layers.0.0.conv1'; a
+    layer's `torch_name` attribute, when set, replaces its name (for official
+    names that are not valid Keras/TF scope names, such as '_preconv').
+    Raises ValueError on two children of one parent sharing a name.
+    """
+    out = {}
+    seen = set()
+    for child in _children(root):
+        name = getattr(child, "torch_name", None) or child.name
+        if name in seen:
+            raise ValueError(f"two children of {root.name!r} are both named {name!r}")
+        seen.add(name)
+        path = f"{prefix}{name}"
+        if isinstance(child, _WEIGHTED):
+            out[path] = child
+        else:
+            out.update(named_torch_layers(child, prefix=path + "."))
+    return out
+
+
+def torch_params(layer) -> dict:
+    """{torch parameter suffix: (keras variable, torch->keras transpose or None)}."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return {
+            "weight": (layer.gamma, None),
+            "bias": (layer.beta, None),
+            "running_mean": (layer.moving_mean, None),
+            "running_var": (layer.moving_variance, None),
+        }
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        params = {"weight": (layer.kernel, (2, 3, 0, 1))}
+    elif isinstance(layer, keras.layers.Conv2D):
+        params = {"weight": (layer.kernel, (2, 3, 1, 0))}
+    elif isinstance(layer, keras.layers.Dense):
+        params = {"weight": (layer.kernel, (1, 0))}
+    else:
+        raise TypeError(f"no torch layout for layer {layer.name!r} of type {type(layer).__name__}")
+    if layer.use_bias:
+        params["bias"] = (layer.bias, None)
+    return params
+
+
+def expected_torch_shapes(layer) -> dict:
+    """{suffix: torch shape} that `layer` expects in a state_dict."""
+    out = {}
+    for suffix, (var, perm) in torch_params(layer).items():
+        shape = tuple(var.shape)
+        if perm is not None:
+            inverse = np.argsort(perm)
+            shape = tuple(shape[i] for i in inverse)
+        out[suffix] = shape
+    return out
+
+
+def assign_torch_weights(layer, tensors: dict, prefix: str = "") -> None:
+    """Assign torch arrays {suffix: np.ndarray} to `layer`'s variables.
+
+    Conv weights [out, in, kh, kw] become HWIO; BN weight/bias/running_mean/
+    running_var become gamma/beta/moving_mean/moving_variance. Shapes are
+    checked; `prefix` only names the layer in error messages.
+    """
+    params = torch_params(layer)
+    for suffix, (var, perm) in params.items():
+        value = np.asarray(tensors[suffix], dtype=np.float32)
+        if perm is not None:
+            value = np.transpose(value, perm)
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(
+                f"{prefix}{suffix}: torch shape {tuple(tensors[suffix].shape)} does not fit "
+                f"Keras variable {var.path} of shape {tuple(var.shape)}"
+            )
+        var.assign(value)
+
+
+def match_state_dict(root, state_dict: dict, prefix: str = "") -> dict:
+    """Compare a torch state_dict with the weighted layers under `root`.
+
+    Returns {"assign": {layer path: (layer, {suffix: array})}, "missing": [keys],
+    "unknown": [keys], "shape_mismatch": [messages]}. Nothing is assigned.
+    """
+    layers = named_torch_layers(root, prefix=prefix)
+    expected = {}
+    for path, layer in layers.items():
+        for suffix, shape in expected_torch_shapes(layer).items():
+            expected[f"{path}.{suffix}"] = (path, suffix, shape)
+    assign, mismatch = {}, []
+    for key, (path, suffix, shape) in expected.items():
+        if key not in state_dict:
+            continue
+        value = state_dict[key]
+        if tuple(value.shape) != shape:
+            mismatch.append(f"{key}: checkpoint {tuple(value.shape)}, model expects {shape}")
+            continue
+        assign.setdefault(path, (layers[path], {}))[1][suffix] = value
+    return {
+        "assign": assign,
+        "missing": [k for k in expected if k not in state_dict],
+        "unknown": [k for k in state_dict if k not in expected],
+        "shape_mismatch": mismatch,
+    }
+
+
+def apply_state_dict_match(match: dict) -> int:
+    """Assign the arrays found by `match_state_dict`; returns the tensor count."""
+    count = 0
+    for path, (layer, tensors) in match["assign"].items():
+        params = torch_params(layer)
+        if set(tensors) != set(params):
+            raise ValueError(f"{path}: got {sorted(tensors)}, need all of {sorted(params)}")
+        assign_torch_weights(layer, tensors, prefix=path + ".")
+        count += len(tensors)
+    return count
