@@ -194,3 +194,17 @@ def test_factory_params_come_from_the_config():
     det, loss = detection_params(cfg), loss_params(cfg)
     assert (det.num_classes, det.nms_threshold, det.top_k, det.image_size) == (80, 0.6, 200, 700)
     assert (loss.num_classes, loss.neg_pos_ratio, loss.weight_mask, loss.weight_box) == (80, 4, 5.0, 1.5)
+
+
+@pytest.mark.parametrize("npz", ["io.npz", "io_nonsquare.npz"])
+def test_converted_model_reproduces_official_detections(tiny, state, npz):
+    """Acceptance: same classes in the same order, box IoU and mask IoU > 0.99."""
+    from yolact.convert_official import detection_check, run_reference_input
+
+    load_official_weights(tiny, state)
+    ref = dict(np.load(f"{FIXTURES}/{npz}"))
+    rows = detection_check(get_config("tiny"))(run_reference_input(tiny, ref), ref)
+    by_name = {name: (value, ok) for name, value, ok in rows}
+    assert by_name["det classes"] == (100.0, True)
+    assert by_name["min box IoU"][0] > 0.99 and by_name["min box IoU"][1]
+    assert by_name["min mask IoU"][0] > 0.99 and by_name["min mask IoU"][1]

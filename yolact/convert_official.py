@@ -167,6 +167,53 @@ def raw_output_check(outputs: dict, ref, tolerance: float = DEFAULT_TOLERANCE) -
     return results
 
 
+def detection_check(cfg, min_iou: float = 0.99):
+    """A check comparing our final detections with the reference `post_*` arrays.
+
+    Runs detection + postprocess on the raw outputs at the reference's original
+    size and reports: same number and order of classes, the smallest pixel-box
+    IoU and the smallest mask IoU over the detections (both must exceed min_iou).
+    """
+
+    def check(outputs: dict, ref) -> list:
+        from yolact.factory import build_priors, detection_params
+        from yolact.postprocess import postprocess
+        from yolact.detection import detect
+
+        if "post_masks" not in ref:
+            return []
+        height, width = ref["post_masks"].shape[1:]
+        det = detect(outputs, build_priors(cfg), detection_params(cfg))
+        post = {k: np.asarray(v) for k, v in postprocess(det, outputs["proto"], height,
+                                                          width).items()}
+        n = int(post["num_detections"][0])
+        classes_ok = n == len(ref["post_classes"]) and np.array_equal(
+            post["classes"][0, :n], ref["post_classes"])
+        if not classes_ok:
+            return [("det classes", float(n), False)]
+        box_iou = _pairwise_diag_iou(post["boxes_px"][0, :n].astype(np.float64),
+                                     ref["post_boxes_x1y1x2y2_px"].astype(np.float64))
+        ours, theirs = post["masks"][0, :n].astype(bool), ref["post_masks"].astype(bool)
+        inter = (ours & theirs).sum(axis=(1, 2))
+        union = (ours | theirs).sum(axis=(1, 2))
+        mask_iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        return [("det classes", float(n), True),
+                ("min box IoU", float(box_iou.min()), bool(box_iou.min() > min_iou)),
+                ("min mask IoU", float(mask_iou.min()), bool(mask_iou.min() > min_iou))]
+
+    return check
+
+
+def _pairwise_diag_iou(a, b):
+    """IoU of a[i] with b[i] for pixel boxes [N, 4]; two empty boxes count as 1."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 1.0)
+
+
 def verify(model, ref_path: str, checks=(raw_output_check,), log=print) -> bool:
     """Run `model` on a reference npz and apply `checks(outputs, ref) -> [(name, value, ok)]`."""
     ref = dict(np.load(ref_path))
@@ -248,13 +295,15 @@ def load_weights_partial(model, path: str) -> list:
 # ---- end to end --------------------------------------------------------------
 
 def convert(cfg, input_path: str, output_path: str, verify_path: str | None = None,
-            checks=(raw_output_check,), log=print) -> bool:
+            checks=None, log=print) -> bool:
     """Build the model for `cfg`, load `input_path`, optionally verify, then write.
 
     Returns False (and writes nothing) when verification fails.
     """
     from yolact.factory import build_model
 
+    if checks is None:
+        checks = (raw_output_check, detection_check(cfg))
     model = build_model(cfg, load_backbone=False)
     report = load_official_weights(model, input_path)
     log(f"loaded {report['assigned']} tensors from {input_path} "
