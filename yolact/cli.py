@@ -12,9 +12,14 @@ def config_beside(weights: str | None):
     """Path of the config.json saved beside a weights file or inside a training folder."""
     if not weights:
         return None
-    folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
-    candidate = os.path.join(folder, "config.json")
-    return candidate if os.path.exists(candidate) else None
+    candidates = []
+    if os.path.isdir(weights):
+        candidates.append(os.path.join(weights, "config.json"))
+    else:
+        if weights.endswith(".weights.h5"):  # the converter writes <stem>.config.json
+            candidates.append(weights[: -len(".weights.h5")] + ".config.json")
+        candidates.append(os.path.join(os.path.dirname(weights), "config.json"))
+    return next((c for c in candidates if os.path.exists(c)), None)
 
 
 def load_config(name, tfrecord_dir=None, label_map=None, overrides=(), weights=None):
@@ -62,3 +67,38 @@ def evaluate_from_flags(flags_):
     print(format_metrics(metrics))
     print(f"images: {metrics['num_images']}  detections: {metrics['num_detections']}")
     return metrics
+
+
+def inference_from_flags(flags_) -> dict:
+    """inference.py: flags -> Predictor -> yolact.inference_io.run_inference."""
+    from yolact.inference import Predictor
+    from yolact.inference_io import (OutputOptions, format_summary, input_kind, read_image,
+                                     run_inference)
+
+    if input_kind(flags_.input) == "image":
+        read_image(flags_.input)  # fail on an unreadable file before loading the model
+    cfg = load_config(flags_.name, None, flags_.label_map, flags_.override, flags_.weights)
+    model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+    predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
+    options = OutputOptions(
+        score_threshold=flags_.score_threshold, top_k=flags_.top_k,
+        show_boxes=flags_.show_boxes, show_masks=flags_.show_masks,
+        show_labels=flags_.show_labels, save_masks=flags_.save_masks,
+        save_json=flags_.save_json)
+    summary = run_inference(predictor, flags_.input, flags_.output_dir, options,
+                            batch_size=flags_.batch_size)
+    print(format_summary(summary))
+    return summary
+
+
+def export_from_flags(flags_) -> str:
+    """export_savedmodel.py: flags -> yolact.export.export_saved_model -> version folder."""
+    from yolact.export import export_saved_model
+
+    cfg = load_config(flags_.name, None, flags_.label_map, flags_.override, flags_.weights)
+    model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+    path = export_saved_model(model, cfg, flags_.export_dir, flags_.version, onnx=flags_.onnx,
+                              overwrite=flags_.overwrite)
+    print(f"SavedModel written to {path} (signatures serving_default, serving_preprocessed)"
+          + (f"; ONNX network: {os.path.join(path, 'model.onnx')}" if flags_.onnx else ""))
+    return path

@@ -73,13 +73,16 @@ def pixel_boxes(boxes, height, width):
 
     x1, x2 are scaled by width; x1 = max(min(x1, x2), 0), x2 = min(max(x1, x2),
     width); then truncation toward zero. The same for y with height.
+    height, width: python numbers, or tensors broadcastable against boxes[..., 0]
+    (e.g. [B, 1] for one size per image).
     """
     ops = _ops()
 
     def axis(c1, c2, size):
+        size = ops.cast(size, "float32")
         c1, c2 = c1 * size, c2 * size
         lo = ops.maximum(ops.minimum(c1, c2), 0.0)
-        hi = ops.minimum(ops.maximum(c1, c2), float(size))
+        hi = ops.minimum(ops.maximum(c1, c2), size)
         return lo, hi
 
     x1, x2 = axis(boxes[..., 0], boxes[..., 2], width)
