@@ -1,0 +1,42 @@
+"""CLI: COCO / Pascal SBD / custom datasets -> sharded TFRecords (see data/creator.py).
+
+python -m data.coco_tfrecord_creator -train_image_dir D/images/train \
+    -train_annotations_file D/annotations/train.json -val_image_dir D/images/val \
+    -val_annotations_file D/annotations/val.json -output_dir tfrecords -num_workers 2
+"""
+
+from absl import app, flags
+
+from data.creator import DATASETS, create_tfrecords
+
+__all__ = ["create_tfrecords"]
+
+
+def _define_flags() -> None:
+    """Flags (defined only when run as a script, so importing stays side-effect free)."""
+    flags.DEFINE_string("train_image_dir", None, "Folder of the training images.")
+    flags.DEFINE_string("val_image_dir", None, "Folder of the validation images.")
+    flags.DEFINE_string("train_annotations_file", None,
+                        "COCO-style json, or an SBD split list (train.txt).")
+    flags.DEFINE_string("val_annotations_file", None,
+                        "COCO-style json, or an SBD split list (val.txt).")
+    flags.DEFINE_string("output_dir", None, "Where shards, label map and summaries go.")
+    flags.DEFINE_enum("dataset", "auto", list(DATASETS), "Source format.")
+    flags.DEFINE_integer("num_shards", 4, "Shards per split (fewer if fewer images).")
+    flags.DEFINE_integer("num_workers", 2, "Encoding processes (<= 1: in-process).")
+    flags.DEFINE_string("label_map", None, "Optional label map / COCO json imposing ids.")
+    flags.DEFINE_bool("keep_empty_train", False, "Keep training images with no annotation.")
+    flags.mark_flag_as_required("output_dir")
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    create_tfrecords(f.output_dir, f.train_image_dir, f.val_image_dir,
+                     f.train_annotations_file, f.val_annotations_file, f.dataset,
+                     f.num_shards, f.num_workers, f.label_map, f.keep_empty_train)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,253 @@
+"""Plain record -> plain feature dict (the per-image work of the TFRecord creator).
+
+No TensorFlow here: this runs in worker processes (multiprocessing), which then stay
+light; the parent turns the returned dict into a tf.train.Example (data/tf_example.py).
+
+Record (what data/sources/* produce; one per image):
+    {"image_path": str or "image_bytes": bytes, "filename": str,
+     "source_id": str (decimal), "height": int | None, "width": int | None,
+     "objects": [object, ...]  or  "load_objects": (function, argument)}
+Object:
+    {"category_id": int (source id), "is_crowd": bool,
+     "segmentation": COCO polygons / RLE, or None when "mask" is given,
+     "mask": uint8 [H, W] 0/1 or None, "bbox": [x1, y1, x2, y2] pixels or None,
+     "annotation": the source's COCO annotation dict or None}
+"""
+
+import collections
+import io
+import os
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+
+_JPEG_FORMATS = ("JPEG", "MPO")
+
+
+class SkipImage(Exception):
+    """The image cannot be used; `reason` is a short key for the summary."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image -> uint8 [H, W, 3] RGB (16-bit scaled by 1/257, alpha dropped)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        gray = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.clip(np.round(np.asarray(img)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
+def load_image(record: dict):
+    """Read and check an image.
+
+    Returns (encoded bytes, "jpeg"|"png", height, width, note). The original bytes pass
+    through when they are an 8-bit 3-channel JPEG or PNG; otherwise the pixels are
+    normalized to RGB and re-encoded (JPEG quality 95 for JPEG sources, PNG for the
+    rest) and `note` names what was converted (e.g. "png_RGBA"), else note is None.
+    Raises SkipImage("missing_file" | "unreadable" | "truncated" | "corrupt").
+    """
+    data = record.get("image_bytes")
+    if data is None:
+        path = record["image_path"]
+        if not os.path.isfile(path):
+            raise SkipImage("missing_file", path)
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        img = Image.open(io.BytesIO(data))
+        fmt, mode = img.format, img.mode
+        width, height = img.size
+        if fmt in _JPEG_FORMATS and mode == "RGB":
+            # Pass-through candidate: decode at 1/8 scale, which still reads every byte,
+            # so a truncated or corrupt file fails here as in a full decode.
+            img.draft(mode, (max(width // 8, 1), max(height // 8, 1)))
+        img.load()
+    except UnidentifiedImageError as e:
+        raise SkipImage("unreadable", str(e)) from None
+    except OSError as e:
+        reason = "truncated" if "truncated" in str(e) else "corrupt"
+        raise SkipImage(reason, str(e)) from None
+    except Exception as e:  # noqa: BLE001 -- any decoder failure means a bad file
+        raise SkipImage("corrupt", f"{type(e).__name__}: {e}") from None
+    png_depth = data[24] if fmt == "PNG" and len(data) > 25 else 8
+    if fmt in _JPEG_FORMATS and mode == "RGB":
+        return data, "jpeg", height, width, None
+    if fmt == "PNG" and mode == "RGB" and png_depth == 8:
+        return data, "png", height, width, None
+    bgr = np.ascontiguousarray(_to_rgb(img)[:, :, ::-1])
+    note = f"{fmt.lower()}_{mode}" + ("_16bit" if png_depth == 16 else "")
+    if fmt in _JPEG_FORMATS:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out_fmt = "jpeg"
+    else:
+        ok, buf = cv2.imencode(".png", bgr)
+        out_fmt = "png"
+    if not ok:
+        raise SkipImage("corrupt", f"re-encoding the {note} image failed")
+    return buf.tobytes(), out_fmt, height, width, note
+
+
+def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """COCO polygons, uncompressed RLE or compressed RLE -> uint8 [H, W] 0/1.
+
+    Decoded with pycocotools exactly as COCO.annToMask does. Raises ValueError for an
+    empty or malformed segmentation or an RLE whose size is not [height, width].
+    """
+    if isinstance(segmentation, list):
+        polys = [p for p in segmentation
+                 if isinstance(p, (list, tuple)) and len(p) >= 6 and len(p) % 2 == 0]
+        if not polys:
+            raise ValueError(f"no polygon with >= 3 points in {str(segmentation)[:80]}")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+    elif isinstance(segmentation, dict) and "counts" in segmentation:
+        size = [int(v) for v in segmentation.get("size", ())]
+        if size != [height, width]:
+            raise ValueError(f"RLE size {size} != image size {[height, width]}")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            counts = counts.encode("ascii") if isinstance(counts, str) else counts
+            rle = {"size": size, "counts": counts}
+    else:
+        raise ValueError(f"unknown segmentation format: {str(segmentation)[:80]}")
+    return mask_utils.decode(rle)
+
+
+def _object_mask(obj: dict, height: int, width: int):
+    """(uint8 [H, W] 0/1 mask, None) or (None, drop reason)."""
+    mask = obj.get("mask")
+    if mask is None:
+        seg = obj.get("segmentation")
+        if not seg:
+            return None, "missing_segmentation"
+        try:
+            mask = segmentation_to_mask(seg, height, width)
+        except (ValueError, TypeError, KeyError):
+            return None, "invalid_segmentation"
+    mask = np.asarray(mask)
+    if mask.shape != (height, width):
+        return None, "invalid_segmentation"
+    if not mask.any():
+        box = obj.get("bbox")
+        if (box is not None and box[2] > box[0] and box[3] > box[1]
+                and (min(box[2], width) <= max(box[0], 0)
+                     or min(box[3], height) <= max(box[1], 0))):
+            return None, "outside_image"  # a real box, but entirely off the image
+        return None, "zero_area"
+    if mask.dtype != np.uint8 or mask.max() > 1:
+        mask = (mask > 0).astype(np.uint8)
+    if not mask.flags.c_contiguous:  # pycocotools returns Fortran order
+        mask = cv2.transpose(np.ascontiguousarray(mask.T))
+    return mask, None
+
+
+def _extent(mask: np.ndarray):
+    """Pixel extent (x1, y1, x2, y2) of a non-empty mask, x2/y2 exclusive."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _json_annotation(obj: dict, mask: np.ndarray, extent, is_crowd: bool) -> dict:
+    """The COCO annotation written to <split>_annotations.json for a kept object.
+
+    A source annotation is kept as is (segmentation, area, ids), its bbox clipped to
+    the image; objects without one get a compressed RLE of their mask. "id" and
+    "image_id" are set by the creator.
+    """
+    h, w = mask.shape
+    x1, y1, x2, y2 = extent
+    ann = obj.get("annotation")
+    if ann is not None:
+        ann = dict(ann)
+        box = ann.get("bbox")
+        if box is not None and len(box) == 4:
+            bx1, by1 = max(float(box[0]), 0.0), max(float(box[1]), 0.0)
+            bx2 = min(float(box[0]) + float(box[2]), float(w))
+            by2 = min(float(box[1]) + float(box[3]), float(h))
+            if bx2 > bx1 and by2 > by1:
+                ann["bbox"] = [bx1, by1, bx2 - bx1, by2 - by1]
+                return ann
+        ann["bbox"] = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+        return ann
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return {
+        "category_id": int(obj["category_id"]),
+        "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+        "area": float(mask.sum()),
+        "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+        "iscrowd": int(is_crowd),
+    }
+
+
+def convert_objects(objects: list, height: int, width: int, label_map: dict):
+    """Objects -> (feature lists, json annotations, Counter of drop reasons).
+
+    label_map: {source category id: (contiguous id 1..C, name)}. Masks are clipped to
+    the image by construction; the box of an object is the pixel extent of its mask,
+    x2/y2 exclusive, divided by width/height.
+    """
+    feats = {k: [] for k in ("boxes", "labels", "texts", "is_crowd", "areas", "masks")}
+    anns, dropped = [], collections.Counter()
+    for obj in objects:
+        if int(obj["category_id"]) not in label_map:
+            dropped["unknown_category"] += 1
+            continue
+        mask, reason = _object_mask(obj, height, width)
+        if mask is None:
+            dropped[reason] += 1
+            continue
+        label, name = label_map[int(obj["category_id"])]
+        x1, y1, x2, y2 = _extent(mask)
+        ok, png = cv2.imencode(".png", mask)
+        if not ok:
+            raise RuntimeError(f"PNG encoding of a {mask.shape} mask failed")
+        is_crowd = bool(obj.get("is_crowd", False))
+        feats["boxes"].append([x1 / width, y1 / height, x2 / width, y2 / height])
+        feats["labels"].append(label)
+        feats["texts"].append(name)
+        feats["is_crowd"].append(int(is_crowd))
+        feats["areas"].append(float(mask.sum()))
+        feats["masks"].append(png.tobytes())
+        anns.append(_json_annotation(obj, mask, (x1, y1, x2, y2), is_crowd))
+    return feats, anns, dropped
+
+
+def convert_record(record: dict, label_map: dict) -> dict:
+    """One record -> {"ok": True, "features", "annotations", "dropped", "note", "filename"}
+    or {"ok": False, "reason", "detail", "filename"} (the image is skipped)."""
+    name = record.get("filename", "")
+    try:
+        encoded, fmt, height, width, note = load_image(record)
+        expected = (record.get("height"), record.get("width"))
+        if None not in expected and tuple(int(v) for v in expected) != (height, width):
+            raise SkipImage("size_mismatch",
+                            f"annotation says {expected[0]}x{expected[1]}, "
+                            f"image is {height}x{width}")
+        objects = record.get("objects")
+        if objects is None:
+            fn, arg = record["load_objects"]
+            try:
+                objects = fn(arg)
+            except FileNotFoundError as e:
+                raise SkipImage("missing_annotation", str(e)) from None
+            except Exception as e:  # noqa: BLE001 -- any reader failure: skip the image
+                raise SkipImage("unreadable_annotation", f"{type(e).__name__}: {e}") from None
+        feats, anns, dropped = convert_objects(objects, height, width, label_map)
+    except SkipImage as e:
+        return {"ok": False, "reason": e.reason, "detail": e.detail, "filename": name}
+    feats.update(encoded=encoded, format=fmt, height=height, width=width,
+                 filename=name, source_id=str(record["source_id"]))
+    return {"ok": True, "features": feats, "annotations": anns, "dropped": dict(dropped),
+            "note": note, "filename": name}

@@ -1,0 +1,140 @@
+"""data/shapes.py: the embedded synthetic COCO dataset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from config import SHAPES_CLASSES
+from data import shapes
+
+SMALL = dict(min_size=96, max_size=160)
+
+
+def _files(root: str) -> dict:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = f.read()
+    return out
+
+
+def _seg_kind(seg) -> str:
+    if isinstance(seg, list):
+        return "polygon"
+    return "rle" if isinstance(seg["counts"], list) else "compressed_rle"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("shapes"))
+    shapes.generate(root, 40, 4, seed=3, crowd_prob=0.3, many_prob=0.2,
+                    show_progress=False, **SMALL)
+    return root
+
+
+def test_deterministic_by_seed(tmp_path):
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    shapes.generate(a, 5, 3, seed=11, show_progress=False, **SMALL)
+    shapes.generate(b, 5, 3, seed=11, show_progress=False, **SMALL)
+    shapes.generate(c, 5, 3, seed=12, show_progress=False, **SMALL)
+    fa, fb, fc = _files(a), _files(b), _files(c)
+    assert sorted(fa) == sorted(fb) == sorted(fc)
+    assert len([k for k in fa if k.endswith(".jpg")]) == 8
+    assert fa == fb
+    assert fa["annotations/train.json"] != fc["annotations/train.json"]
+    assert fa["images/train/train_000001.jpg"] != fc["images/train/train_000001.jpg"]
+
+
+def test_layout_and_pycocotools_validity(dataset):
+    for split, num in (("train", 40), ("val", 4)):
+        coco = COCO(os.path.join(dataset, "annotations", f"{split}.json"))
+        assert len(coco.getImgIds()) == num
+        assert [coco.cats[i]["name"] for i in sorted(coco.cats)] == list(SHAPES_CLASSES)
+        for img in coco.loadImgs(coco.getImgIds()):
+            path = os.path.join(dataset, "images", split, img["file_name"])
+            assert cv2.imread(path).shape == (img["height"], img["width"], 3)
+            assert 96 <= img["height"] <= 160 and 96 <= img["width"] <= 160
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            mask = coco.annToMask(ann)
+            assert mask.sum() > 0
+            assert ann["area"] == mask.sum()
+            ys, xs = np.nonzero(mask)
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(),
+                                   ys.max() + 1 - ys.min()]
+
+
+def test_content_mix(dataset):
+    with open(os.path.join(dataset, "annotations", "train.json")) as f:
+        data = json.load(f)
+    kinds = {_seg_kind(a["segmentation"]) for a in data["annotations"]}
+    assert kinds == {"polygon", "rle", "compressed_rle"}
+    crowds = [a for a in data["annotations"] if a["iscrowd"]]
+    assert crowds and all(_seg_kind(a["segmentation"]) == "rle" for a in crowds)
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=41)[1:]
+    assert per_image[0] == 0  # image 0 of a split is the empty one
+    assert per_image.max() >= 8  # some crowded images
+    assert {a["category_id"] for a in data["annotations"]} == {1, 2, 3, 4, 5}
+
+
+def test_masks_are_visible_parts(dataset):
+    """Masks of one image never overlap and equal the generator's owner map exactly."""
+    coco = COCO(os.path.join(dataset, "annotations", "train.json"))
+    overlaps_seen = 0
+    for img in coco.loadImgs(coco.getImgIds()):
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=img["id"])), key=lambda a: a["id"])
+        masks = [coco.annToMask(a) for a in anns]
+        if masks:
+            assert np.stack(masks).sum(0).max() <= 1
+        canvas, _ = shapes.make_image(3, 0, img["id"] - 1, crowd_prob=0.3, many_prob=0.2,
+                                      empty=img["id"] == 1, **SMALL)
+        assert len(canvas.layers) == len(anns)
+        for k, (ann, mask) in enumerate(zip(anns, masks), start=1):
+            np.testing.assert_array_equal(mask, canvas.owner == k)
+            overlaps_seen += int(canvas.full_area[k] > mask.sum())
+    assert overlaps_seen > 0  # occlusion really happened somewhere
+
+
+def test_objects_are_solid_and_distinct_from_background(dataset):
+    coco = COCO(os.path.join(dataset, "annotations", "train.json"))
+    contrast = []
+    for ann in coco.loadAnns(coco.getAnnIds(iscrowd=False)):
+        img = coco.loadImgs(ann["image_id"])[0]
+        pixels = cv2.imread(os.path.join(dataset, "images", "train", img["file_name"]))
+        mask = coco.annToMask(ann)
+        inner = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+        ring = (cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0) & ~(
+            cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0)
+        if inner.sum() < 20:
+            continue
+        inside = pixels[inner].astype(float)
+        assert inside.std(0).max() < 12  # one flat colour (plus JPEG noise)
+        contrast.append(np.linalg.norm(inside.mean(0) - pixels[ring].astype(float).mean(0)))
+    assert len(contrast) > 50
+    # Colours are drawn >= 100 (RGB distance) from the background and earlier objects.
+    assert np.median(contrast) > 60 and np.mean(np.asarray(contrast) > 25) > 0.9
+
+
+def test_cli_writes_the_creator_layout(tmp_path):
+    cmd = [sys.executable, "-m", "data.shapes", "-output_dir", str(tmp_path), "-num_train",
+           "3", "-num_val", "2", "-seed", "5", "-min_size", "64", "-max_size", "80"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(cmd, check=True, cwd=root, capture_output=True)
+    assert sorted(os.listdir(tmp_path / "images" / "train")) == [
+        f"train_{i:06d}.jpg" for i in range(3)]
+    assert len(os.listdir(tmp_path / "images" / "val")) == 2
+    with open(tmp_path / "annotations" / "val.json") as f:
+        assert len(json.load(f)["images"]) == 2
+
+
+def test_invalid_arguments_raise(tmp_path):
+    with pytest.raises(ValueError, match="min_size <= max_size, got 200, 100"):
+        shapes.generate(str(tmp_path), 1, 1, min_size=200, max_size=100)
+    with pytest.raises(ValueError, match="got -1, 1"):
+        shapes.generate(str(tmp_path), -1, 1)
