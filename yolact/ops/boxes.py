@@ -56,13 +56,17 @@ def decode_boxes(loc, priors, variances=VARIANCES, xp=None):
 
 
 def _intersection(a, b, xp):
-    """a [..., N, 4], b [..., M, 4] -> [..., N, M] intersection areas."""
-    a = xp.expand_dims(a, -2)
-    b = xp.expand_dims(b, -3)
-    max_xy = xp.minimum(a[..., 2:], b[..., 2:])
-    min_xy = xp.maximum(a[..., :2], b[..., :2])
-    inter = xp.maximum(max_xy - min_xy, 0.0)
-    return inter[..., 0] * inter[..., 1]
+    """a [..., N, 4], b [..., M, 4] -> [..., N, M] intersection areas.
+
+    Computed one coordinate at a time ([..., N, M] tensors, never [..., N, M, 2]),
+    which is several times faster on CPU.
+    """
+    def side(lo, hi):
+        a_lo, a_hi = xp.expand_dims(a[..., lo], -1), xp.expand_dims(a[..., hi], -1)
+        b_lo, b_hi = xp.expand_dims(b[..., lo], -2), xp.expand_dims(b[..., hi], -2)
+        return xp.maximum(xp.minimum(a_hi, b_hi) - xp.maximum(a_lo, b_lo), 0.0)
+
+    return side(0, 2) * side(1, 3)
 
 
 def box_area(boxes, xp=None):

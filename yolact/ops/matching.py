@@ -26,28 +26,37 @@ def _forced_matches(overlaps, num_valid, xp):
     Returns (best_truth_overlap [P] float32, best_truth_idx [P] int32).
     For each valid GT in turn, the globally best remaining (GT j, prior i) pair
     is forced (overlap := 2, index := j) and row j and column i are removed.
+
+    At most M - 1 columns are removed before a row is chosen, so each row's best
+    remaining prior is among its M best priors: the loop runs on those [M, M]
+    candidates (top_k lists ties lowest index first, like argmax) instead of
+    rescanning [M, P] each time.
     """
     num_rows, num_priors = xp.shape(overlaps)[0], xp.shape(overlaps)[1]
-    row_ids = xp.arange(num_rows, dtype="int32")
-    col_ids = xp.arange(num_priors, dtype="int32")
     best_overlap = xp.max(overlaps, axis=0)
     best_idx = xp.cast(xp.argmax(overlaps, axis=0), "int32")
+    k = num_rows if isinstance(num_rows, int) and isinstance(num_priors, int) and (
+        num_rows <= num_priors) else xp.minimum(num_rows, num_priors)
+    cand_val, cand_idx = xp.top_k(overlaps, k=k, sorted=True)  # [M, k]
+    cand_idx = xp.cast(cand_idx, "int32")
+    row_ids = xp.arange(num_rows, dtype="int32")
+    col_ids = xp.arange(num_priors, dtype="int32")
 
     def body(_, state):
-        ovl, bto, bti = state
-        best_prior_overlap = xp.max(ovl, axis=1)
-        best_prior_idx = xp.cast(xp.argmax(ovl, axis=1), "int32")
-        j = xp.cast(xp.argmax(best_prior_overlap), "int32")
-        i = xp.take(best_prior_idx, j)
+        vals, bto, bti = state
+        pos = xp.cast(xp.argmax(vals, axis=1), "int32")  # best remaining candidate per row
+        row_best = xp.max(vals, axis=1)
+        j = xp.cast(xp.argmax(row_best), "int32")
+        i = xp.take(xp.take_along_axis(cand_idx, pos[:, None], axis=1)[:, 0], j)
+        removed = xp.logical_or(xp.equal(cand_idx, i), xp.equal(row_ids, j)[:, None])
+        vals = xp.where(removed, -1.0, vals)
         prior_hit = xp.equal(col_ids, i)
-        truth_hit = xp.equal(row_ids, j)
-        removed = xp.logical_or(prior_hit[None, :], truth_hit[:, None])
-        ovl = xp.where(removed, -1.0, ovl)
         bto = xp.where(prior_hit, 2.0, bto)
         bti = xp.where(prior_hit, j, bti)
-        return ovl, bto, bti
+        return vals, bto, bti
 
-    _, best_overlap, best_idx = xp.fori_loop(0, num_valid, body, (overlaps, best_overlap, best_idx))
+    _, best_overlap, best_idx = xp.fori_loop(0, num_valid, body,
+                                             (cand_val, best_overlap, best_idx))
     return best_overlap, best_idx
 
 
