@@ -6,8 +6,11 @@ Stages (each callable on its own, which `evaluate.py --benchmark` times):
   detect       FastNMS with fixed shapes (graph-compiled: XLA on the TF backend)
   postprocess  masks of the kept detections only, resized to each original size
 
-Network and detection are traced together once per batch size; on the
-TensorFlow backend with ``jit_compile=True`` they run as one XLA program.
+On the TensorFlow backend the network runs as a plain graph (tf.function)
+and detection as an XLA program (``jit_compile=True``): XLA makes FastNMS
+about 6x faster but gives the convolutions nothing on CPU, and compiling the
+whole network again for every new batch size costs 20-30 s
+(benchmarks/RESULTS.md). On JAX both are jitted.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class Instances:
 
 
 def _compile(fn, jit_compile):
-    """tf.function(jit_compile) on the TF backend, jax.jit on JAX, plain otherwise."""
+    """tf.function(jit_compile) on the TF backend, jax.jit on JAX, plain otherwise.
+
+    jit_compile=None on TF: a plain graph without XLA.
+    """
     import keras
 
     backend = keras.backend.backend()
@@ -68,24 +74,23 @@ class Predictor:
         self.cfg = cfg
         self.priors = factory.build_priors(cfg)
         self.params = dataclasses.replace(factory.detection_params(cfg), **detection_overrides)
-        self._forward = _compile(self._network_and_detect, jit_compile)
+        self._network = _compile(lambda x: self.model(x, training=False), None)
+        self._detect = _compile(lambda outputs: detect(outputs, self.priors, self.params),
+                                jit_compile)
 
     # ---- stages -----------------------------------------------------------
     def preprocess(self, images):
         """uint8 [B, H, W, 3] RGB (all the same size) -> float32 [B, S, S, 3]."""
         return preprocess_images(images, self.cfg.IMG_SIZE, self.cfg.MEAN, self.cfg.STD)
 
-    def _network_and_detect(self, inputs):
-        outputs = self.model(inputs, training=False)
-        det = detect(outputs, self.priors, self.params)
-        det["proto"] = outputs["proto"]
-        return det
-
     def network_and_detect(self, inputs) -> dict:
         """float32 [B, S, S, 3] -> numpy detections (see yolact.detection.detect) + proto."""
         from keras import ops
 
-        return {k: ops.convert_to_numpy(v) for k, v in self._forward(inputs).items()}
+        outputs = self._network(inputs)
+        det = dict(self._detect({k: outputs[k] for k in ("loc", "conf", "coef")}))
+        det["proto"] = outputs["proto"]
+        return {k: ops.convert_to_numpy(v) for k, v in det.items()}
 
     @staticmethod
     def postprocess_one(det: dict, index: int, height: int, width: int) -> Instances:
