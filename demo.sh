@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 OUT=${OUT:-demo_output}
 NUM_TRAIN=${NUM_TRAIN:-2000}
 NUM_VAL=${NUM_VAL:-200}
-MAX_ITER=${MAX_ITER:-2500}
+MAX_ITER=${MAX_ITER:-1500}
 BATCH=${BATCH:-8}
 
 bash setup.sh
@@ -16,7 +16,8 @@ PY=.venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL=2
 
 echo "== 1/5 shapes dataset ($NUM_TRAIN train, $NUM_VAL val) -> $OUT/shapes"
-$PY -m data.shapes -output_dir "$OUT/shapes" -num_train "$NUM_TRAIN" -num_val "$NUM_VAL" -seed 0
+$PY -m data.shapes -output_dir "$OUT/shapes" -num_train "$NUM_TRAIN" -num_val "$NUM_VAL" -seed 0 \
+  -min_size 256 -max_size 384
 
 echo "== 2/5 TFRecords -> $OUT/tfrecords"
 $PY -m data.coco_tfrecord_creator \

@@ -47,7 +47,7 @@ def sample_to_image(parsed: dict, priors, mean, std, class_names) -> np.ndarray:
 def decode_targets(box_targets, priors, variances=(0.1, 0.2)) -> np.ndarray:
     """SSD-decode float32 [n, 4] targets against [n, 4] (cx, cy, w, h) priors -> xyxy."""
     out = decode_boxes(np.asarray(box_targets, np.float32), np.asarray(priors, np.float32),
-                       variances, xp=get_ops("numpy"))
+                       variances, xp=get_ops("tensorflow"))
     return np.asarray(out, np.float32).reshape(-1, 4)
 
 

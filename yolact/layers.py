@@ -53,8 +53,26 @@ def _padded_shape(input_shape, pad: int) -> tuple:
     return tuple(shape)
 
 
+class _TorchPadding:
+    """Explicit symmetric zero padding before a Keras conv (see `_padding_mode`)."""
+
+    def call(self, inputs):
+        return super().call(_pad_nhwc(inputs, self._explicit_pad))
+
+    def compute_output_shape(self, input_shape):
+        return super().compute_output_shape(_padded_shape(input_shape, self._explicit_pad))
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("padding")
+        config["kernel_size"] = self.kernel_size[0]
+        config["strides"] = self.strides[0]
+        config["pad"] = self.pad
+        return config
+
+
 @keras.saving.register_keras_serializable(package="yolact")
-class TorchConv2D(keras.layers.Conv2D):
+class TorchConv2D(_TorchPadding, keras.layers.Conv2D):
     """`torch.nn.Conv2d(kernel_size, stride, padding=pad)` on NHWC inputs.
 
     Input float [B, H, W, Cin] -> [B, (H + 2 pad - k) // s + 1, ..., filters].
@@ -67,23 +85,10 @@ class TorchConv2D(keras.layers.Conv2D):
         mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
         super().__init__(filters, int(kernel_size), strides=int(strides), padding=mode, **kwargs)
 
-    def call(self, inputs):
-        return super().call(_pad_nhwc(inputs, self._explicit_pad))
-
-    def compute_output_shape(self, input_shape):
-        return super().compute_output_shape(_padded_shape(input_shape, self._explicit_pad))
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("padding")
-        config["kernel_size"] = self.kernel_size[0]
-        config["strides"] = self.strides[0]
-        config["pad"] = self.pad
-        return config
 
 
 @keras.saving.register_keras_serializable(package="yolact")
-class TorchDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+class TorchDepthwiseConv2D(_TorchPadding, keras.layers.DepthwiseConv2D):
     """`torch.nn.Conv2d(C, C, k, stride, padding=pad, groups=C)` on NHWC inputs.
 
     Kernel [kh, kw, C, 1] (torch [C, 1, kh, kw] transposed by (2, 3, 0, 1)).
@@ -95,19 +100,6 @@ class TorchDepthwiseConv2D(keras.layers.DepthwiseConv2D):
         mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
         super().__init__(int(kernel_size), strides=int(strides), padding=mode, **kwargs)
 
-    def call(self, inputs):
-        return super().call(_pad_nhwc(inputs, self._explicit_pad))
-
-    def compute_output_shape(self, input_shape):
-        return super().compute_output_shape(_padded_shape(input_shape, self._explicit_pad))
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("padding")
-        config["kernel_size"] = self.kernel_size[0]
-        config["strides"] = self.strides[0]
-        config["pad"] = self.pad
-        return config
 
 
 def max_pool_3x3_s2(x):

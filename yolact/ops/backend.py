@@ -46,8 +46,10 @@ def get_ops(backend: str | None = None):
 
         return keras.ops
     if backend not in _CACHE:
-        if backend not in ("tensorflow", "jax", "numpy", "torch"):
-            raise ValueError(f"unknown backend {backend!r}")
+        if backend not in ("tensorflow", "jax", "torch"):
+            # "numpy" is refused: importing keras.src.backend.numpy rebinds the
+            # `numpy` attribute of keras.src.backend and breaks keras.ops.
+            raise ValueError(f"get_ops supports 'tensorflow', 'jax' or 'torch', got {backend!r}")
         _CACHE[backend] = _BackendOps(backend)
     return _CACHE[backend]
 
