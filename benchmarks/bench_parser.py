@@ -16,20 +16,6 @@ import time
 from absl import app, flags
 
 
-def _records(tmp: str, num_images: int, seed: int) -> str:
-    from data import shapes  # noqa: PLC0415
-    from data.creator import create_tfrecords  # noqa: PLC0415
-
-    data_dir = os.path.join(tmp, "shapes")
-    shapes.generate(data_dir, num_images, 0, seed, fixed_size=(480, 640), show_progress=False)
-    out = os.path.join(tmp, "records")
-    create_tfrecords(out, train_image_dir=os.path.join(data_dir, "images", "train"),
-                     train_annotations_file=os.path.join(data_dir, "annotations", "train.json"),
-                     dataset="coco", num_shards=2, num_workers=1, keep_empty_train=True,
-                     show_progress=False)
-    return os.path.join(out, "train-*.tfrecord")
-
-
 def _rate(dataset, num: int, warmup: int = 10) -> tuple:
     """(images/s, process CPU ms per image) over `num` elements after `warmup`.
 
@@ -50,6 +36,7 @@ def run(num_images: int = 100, num_parsed: int = 300, threads: int = 2, seed: in
     """[(name, images/s, CPU ms/image)]; the first row is the decode-only baseline."""
     import tensorflow as tf  # noqa: PLC0415
 
+    from benchmarks.common import write_shapes_records  # noqa: PLC0415
     from config import get_config  # noqa: PLC0415
     from data.decoder import decode  # noqa: PLC0415
     from data.parser import Parser  # noqa: PLC0415
@@ -58,7 +45,7 @@ def run(num_images: int = 100, num_parsed: int = 300, threads: int = 2, seed: in
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     with tempfile.TemporaryDirectory(prefix="bench_parser_") as tmp:
-        files = tf.io.gfile.glob(_records(tmp, num_images, seed))
+        files = tf.io.gfile.glob(write_shapes_records(tmp, num_images, seed))
         base = tf.data.TFRecordDataset(files).repeat().with_options(options)
         decoded = base.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         train_on, train_off = Parser(cfg, augment=True), Parser(cfg, augment=False)

@@ -62,21 +62,6 @@ def fixed_dataset_fn(batch: dict):
     return dataset_fn
 
 
-def write_records(tmp: str, num_images: int, seed: int = 0) -> str:
-    """Shapes images (640x480) -> TFRecords in `tmp`; returns the train shard glob."""
-    from data import shapes
-    from data.coco_tfrecord_creator import create_tfrecords
-
-    data_dir = os.path.join(tmp, "shapes")
-    shapes.generate(data_dir, num_images, 0, seed, fixed_size=(480, 640), show_progress=False)
-    out = os.path.join(tmp, "records")
-    create_tfrecords(out, train_image_dir=os.path.join(data_dir, "images", "train"),
-                     train_annotations_file=os.path.join(data_dir, "annotations", "train.json"),
-                     dataset="coco", num_shards=2, num_workers=1, keep_empty_train=True,
-                     show_progress=False)
-    return os.path.join(out, "train-*.tfrecord")
-
-
 def time_steps(trainer, iterator, steps: int, warmup: int):
     """Timing of trainer.train_step (losses fetched to the host each step)."""
     from benchmarks.common import time_fn
@@ -97,7 +82,7 @@ def bench_pipeline(pattern: str, cfg, batch_size: int, batches: int, warmup: int
 def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: int,
         pipeline_batches: int, strategy: str = "mirrored", fed: bool = True) -> dict:
     """Every measurement (see the module docstring); times in seconds."""
-    from benchmarks.common import MemoryPhase, log
+    from benchmarks.common import MemoryPhase, log, write_shapes_records
     from config import get_config
     from yolact.training import Trainer, TrainOptions
 
@@ -119,7 +104,7 @@ def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: 
                    train_peak_rss_mb=mem.peak_mb, train_start_rss_mb=mem.start_mb)
         with MemoryPhase() as mem:
             log(f"writing {pipeline_images} shapes TFRecords")
-            pattern = write_records(tmp, pipeline_images)
+            pattern = write_shapes_records(tmp, pipeline_images)
             log(f"input pipeline: {pipeline_batches} batches")
             pipe = bench_pipeline(pattern, cfg, batch_size, pipeline_batches)
         out.update(pipeline_batch_s=pipe.median, pipeline_cpu_s=pipe.cpu_median,

@@ -235,3 +235,18 @@ def log(message: str) -> None:
     import sys
 
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def write_shapes_records(tmp: str, num_images: int, seed: int = 0) -> str:
+    """Shapes images (640x480) -> TFRecords in `tmp`; returns the train shard glob."""
+    from data import shapes
+    from data.coco_tfrecord_creator import create_tfrecords
+
+    data_dir = os.path.join(tmp, "shapes")
+    shapes.generate(data_dir, num_images, 0, seed, fixed_size=(480, 640), show_progress=False)
+    out = os.path.join(tmp, "records")
+    create_tfrecords(out, train_image_dir=os.path.join(data_dir, "images", "train"),
+                     train_annotations_file=os.path.join(data_dir, "annotations", "train.json"),
+                     dataset="coco", num_shards=2, num_workers=1, keep_empty_train=True,
+                     show_progress=False)
+    return os.path.join(out, "train-*.tfrecord")
