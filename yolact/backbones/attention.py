@@ -73,3 +73,16 @@ def build_attention(kind, channels: int, name: str):
     if kind is None:
         return None
     return ChannelAttention(channels, reduction=16, spatial=(kind == "cbam"), name=name)
+
+
+def run_stages(x, stages, attentions, training=False) -> list:
+    """Run backbone stages (lists of layers) in turn, each followed by its optional
+    attention gate; returns every stage's output (C2..C5, or C1..C5 for DarkNet)."""
+    outs = []
+    for stage, attention in zip(stages, attentions):
+        for layer in stage:
+            x = layer(x, training=training)
+        if attention is not None:
+            x = attention(x)
+        outs.append(x)
+    return outs

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from yolact.backbones.attention import build_attention
+from yolact.backbones.attention import build_attention, run_stages
 from yolact.layers import TorchConv2D, batch_norm, nhwc
 
 LEAKY_SLOPE = 0.1
@@ -110,14 +110,7 @@ class DarkNet(keras.layers.Layer):
 
     def call(self, x, training=False):
         x = self.preconv(x, training=training)
-        outs = []
-        for stage, attention in zip(self.stages, self.stage_attention):
-            for layer in stage:
-                x = layer(x, training=training)
-            if attention is not None:
-                x = attention(x)
-            outs.append(x)
-        return outs
+        return run_stages(x, self.stages, self.stage_attention, training)
 
     def get_config(self):
         config = super().get_config()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from yolact.backbones.attention import build_attention
+from yolact.backbones.attention import build_attention, run_stages
 from yolact.layers import TorchConv2D, batch_norm, max_pool_3x3_s2, nhwc
 
 DEPTHS = {
@@ -172,14 +172,7 @@ class ResNet(keras.layers.Layer):
     def call(self, x, training=False):
         x = ops.relu(self.bn1(self.conv1(x), training=training))
         x = max_pool_3x3_s2(x)
-        outs = []
-        for stage, attention in zip(self.stages, self.stage_attention):
-            for block in stage:
-                x = block(x, training=training)
-            if attention is not None:
-                x = attention(x)
-            outs.append(x)
-        return outs
+        return run_stages(x, self.stages, self.stage_attention, training)
 
     def get_config(self):
         config = super().get_config()
