@@ -103,6 +103,11 @@ class YolactConfig:
     HEAD_CHANNELS: int = 256
     NUM_MASK: int = 32
     ANCHOR_SCALES: tuple = (24, 48, 96, 192, 384)  # pixels at ANCHOR_REFERENCE_SIZE.
+    # Official: anchor scales follow IMG_SIZE (im400/im700 configs). False keeps
+    # ANCHOR_SCALES in pixels of the network input, i.e. 3x each level's stride as at
+    # 550: at small sizes scaled anchors become much smaller than the feature stride and
+    # most objects get no prior with IoU >= THRESHOLD_POS (see the shapes preset).
+    SCALE_ANCHORS_WITH_IMG_SIZE: bool = True
     ASPECT_RATIOS: tuple = (1.0, 0.5, 2.0)
     USE_SQUARE_ANCHORS: bool = True
     MEAN: tuple = MEAN_RGB
@@ -162,7 +167,7 @@ class YolactConfig:
     @property
     def SCALES(self) -> tuple:
         """Anchor scales in pixels at IMG_SIZE (official `int(s / 550 * size)`)."""
-        if self.IMG_SIZE == ANCHOR_REFERENCE_SIZE:
+        if self.IMG_SIZE == ANCHOR_REFERENCE_SIZE or not self.SCALE_ANCHORS_WITH_IMG_SIZE:
             return tuple(self.ANCHOR_SCALES)
         return tuple(int(s / ANCHOR_REFERENCE_SIZE * self.IMG_SIZE) for s in self.ANCHOR_SCALES)
 

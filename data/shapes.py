@@ -260,9 +260,13 @@ def _annotations(canvas: _Canvas, rng, image_id: int, next_id: int) -> list:
 
 def make_image(seed: int, split_index: int, index: int, min_size: int, max_size: int,
                empty: bool = False, crowd_prob: float = 0.06, many_prob: float = 0.1,
-               fixed_size=None):
+               fixed_size=None, num_objects=(1, 6), object_size=(0.15, 0.6)):
     """One synthetic image: its _Canvas (image uint8 RGB [H, W, 3], owner map, layers)
-    and the generator, whose state continues into the annotation choices."""
+    and the generator, whose state continues into the annotation choices.
+
+    num_objects (lo, hi): objects drawn when the image is not a "many" image;
+    object_size (lo, hi): their size as a fraction of the shorter image side.
+    """
     rng = np.random.default_rng([seed, split_index, index])
     h, w = (int(v) for v in rng.integers(min_size, max_size + 1, 2))
     if fixed_size is not None:
@@ -275,7 +279,8 @@ def make_image(seed: int, split_index: int, index: int, min_size: int, max_size:
         if rng.random() < many_prob:
             _add_objects(canvas, rng, int(rng.integers(8, 16)), (0.1, 0.25), bg_colours)
         else:
-            _add_objects(canvas, rng, int(rng.integers(1, 7)), (0.15, 0.6), bg_colours)
+            _add_objects(canvas, rng, int(rng.integers(num_objects[0], num_objects[1] + 1)),
+                         object_size, bg_colours)
     return canvas, rng
 
 
@@ -289,15 +294,25 @@ def _write_json(path: str, data: dict) -> None:
 def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
              min_size: int = 320, max_size: int = 640, jpeg_quality: int = 90,
              crowd_prob: float = 0.06, many_prob: float = 0.1, fixed_size=None,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, num_objects=(1, 6),
+             object_size=(0.15, 0.6)) -> dict:
     """Write the dataset; returns {split: {"images": n, "annotations": n}}.
 
     Image sides are drawn independently in [min_size, max_size], unless fixed_size =
     (height, width) is given. crowd_prob / many_prob: chance that an image gets a crowd
-    region / 8-15 smaller objects instead of 1-6.
+    region / 8-15 smaller objects instead of num_objects = (lo, hi) objects whose size
+    is drawn in object_size = (lo, hi) times the shorter side.
     """
     if not 32 <= min_size <= max_size:
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
+    if not 1 <= num_objects[0] <= num_objects[1]:
+        raise ValueError(f"need 1 <= lo <= hi objects per image, got {tuple(num_objects)}")
+    if not 0.02 <= object_size[0] <= object_size[1] <= 1.0:
+        raise ValueError(f"need 0.02 <= lo <= hi <= 1 for the object size (fraction of the "
+                         f"shorter side), got {tuple(object_size)}")
+    for name, prob in (("crowd_prob", crowd_prob), ("many_prob", many_prob)):
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {prob}")
     if num_train < 0 or num_val < 0:
         raise ValueError(f"image counts must be >= 0, got {num_train}, {num_val}")
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"}
@@ -311,7 +326,8 @@ def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
         for i in tqdm(range(num), desc=f"shapes {split}", disable=not show_progress):
             canvas, rng = make_image(seed, split_index, i, min_size, max_size,
                                      empty=(i == 0 and num >= 2), crowd_prob=crowd_prob,
-                                     many_prob=many_prob, fixed_size=fixed_size)
+                                     many_prob=many_prob, fixed_size=fixed_size,
+                                     num_objects=num_objects, object_size=object_size)
             name = f"{split}_{i:06d}.jpg"
             h, w = canvas.owner.shape
             cv2.imwrite(os.path.join(image_dir, name), canvas.image[:, :, ::-1],
@@ -335,14 +351,27 @@ def _define_flags() -> None:
     flags.DEFINE_integer("min_size", 320, "Smallest image side in pixels.")
     flags.DEFINE_integer("max_size", 640, "Largest image side in pixels.")
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the written images.")
+    flags.DEFINE_list("num_objects", ["1", "6"], "lo,hi objects per (non-crowded) image.")
+    flags.DEFINE_list("object_size", ["0.15", "0.6"],
+                      "lo,hi object size as a fraction of the shorter image side.")
+    flags.DEFINE_float("crowd_prob", 0.06, "Chance that an image gets a crowd region.")
+    flags.DEFINE_float("many_prob", 0.1,
+                       "Chance that an image gets 8-15 small objects instead of num_objects.")
     flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
+    def pair(values, cast, name):
+        if len(values) != 2:
+            raise app.UsageError(f"-{name} needs two values lo,hi; got {','.join(values)!r}")
+        return tuple(cast(v) for v in values)
+
     stats = generate(f.output_dir, f.num_train, f.num_val, f.seed, f.min_size, f.max_size,
-                     f.jpeg_quality)
+                     f.jpeg_quality, crowd_prob=f.crowd_prob, many_prob=f.many_prob,
+                     num_objects=pair(f.num_objects, int, "num_objects"),
+                     object_size=pair(f.object_size, float, "object_size"))
     print(json.dumps(stats))
 
 

@@ -40,6 +40,25 @@ def test_prior_sizes_im700():
     assert cfg.SCALES == (30, 61, 122, 244, 488)
 
 
+def test_anchor_scales_in_input_pixels():
+    # Scaled (official): at 160 px the anchors shrink to int(s / 550 * 160) while the
+    # strides stay 8..128, so most objects find no prior with IoU >= 0.5.
+    scaled = get_config("shapes", SCALE_ANCHORS_WITH_IMG_SIZE=True)
+    assert scaled.SCALES == (6, 13, 27, 55, 111)
+    fixed = get_config("shapes", SCALE_ANCHORS_WITH_IMG_SIZE=False)
+    assert fixed.SCALES == fixed.ANCHOR_SCALES == (24, 48, 96, 192, 384)
+    # 3x the stride of each level, as at 550: P3 of a 160 px input is 20x20 (stride 8).
+    priors = priors_for(fixed)
+    np.testing.assert_allclose(priors[0], [0.5 / 20, 0.5 / 20, 24 / 160, 24 / 160], rtol=1e-6)
+    # An object of 30x30 px centred between P3 cells still meets IoU >= 0.5 with fixed
+    # scales, never with the scaled ones.
+    box = np.array([[45, 45, 75, 75]], np.float32) / 160
+    for cfg, expect_pos in ((fixed, True), (scaled, False)):
+        corners = np.asarray(center_to_corners(priors_for(cfg), np))
+        best = float(np.max(np.asarray(pairwise_iou(box, corners, np))))
+        assert (best >= 0.5) == expect_pos, (cfg.SCALES, best)
+
+
 def test_golden_priors_square_quirk():
     priors = priors_for(get_config("coco"))
     # First location of P3: cx = cy = 0.5 / 69; scale 24 px at 550.

@@ -138,3 +138,27 @@ def test_invalid_arguments_raise(tmp_path):
         shapes.generate(str(tmp_path), 1, 1, min_size=200, max_size=100)
     with pytest.raises(ValueError, match="got -1, 1"):
         shapes.generate(str(tmp_path), -1, 1)
+    with pytest.raises(ValueError, match=r"objects per image, got \(3, 2\)"):
+        shapes.generate(str(tmp_path), 1, 1, num_objects=(3, 2))
+    with pytest.raises(ValueError, match=r"got \(0.5, 1.5\)"):
+        shapes.generate(str(tmp_path), 1, 1, object_size=(0.5, 1.5))
+    with pytest.raises(ValueError, match="many_prob must be in"):
+        shapes.generate(str(tmp_path), 1, 1, many_prob=2.0)
+
+
+def test_object_count_and_size_options(tmp_path):
+    # 2-3 objects of 0.3-0.5 of the shorter side, no crowd or "many" images: every
+    # non-empty image has 2-3 annotations, and each full (unoccluded) object spans at
+    # least 0.3 x side x (its shape's smallest extent) -- check the bounding boxes.
+    shapes.generate(str(tmp_path), 12, 0, seed=4, min_size=100, max_size=100, crowd_prob=0.0,
+                    many_prob=0.0, num_objects=(2, 3), object_size=(0.3, 0.5),
+                    show_progress=False)
+    with open(tmp_path / "annotations" / "train.json") as f:
+        data = json.load(f)
+    counts = np.bincount([a["image_id"] for a in data["annotations"]], minlength=13)[1:]
+    assert counts[0] == 0 and set(counts[1:]) <= {2, 3}, counts
+    assert not any(a["iscrowd"] for a in data["annotations"])
+    # The largest side of any box never exceeds 0.5 x 100 px (+1 px of rasterization).
+    assert max(max(a["bbox"][2:]) for a in data["annotations"]) <= 51
+    # Every object (at least half of it stays visible) is still >= 13.5 px long.
+    assert min(max(a["bbox"][2:]) for a in data["annotations"]) >= 0.3 * 100 * 0.45
