@@ -1,4 +1,4 @@
-"""Train YOLACT on TFRecords (tf.distribute: MirroredStrategy by default).
+"""Train YOLACT on TFRecords (tf.distribute: MirroredStrategy over all local GPUs).
 
     python train.py -name shapes -tfrecord_dir data/shapes_tfrecords -weights runs/shapes
     python train.py -name coco -tfrecord_dir /data/coco_tfrecords -weights runs/coco \
@@ -33,8 +33,10 @@ flags.DEFINE_integer("val_images", 0, "Validate on the first N val images (0 = a
 flags.DEFINE_boolean("resume", True, "Resume from the latest checkpoint in -weights.")
 flags.DEFINE_string("init_weights", None, "Initial weights (converted official .weights.h5, "
                     "backbone .pth/.h5); class-dependent layers are skipped on a class mismatch.")
-flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multiworker", "default"],
-                  "tf.distribute strategy; multiworker reads TF_CONFIG.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "default"],
+                  "tf.distribute strategy. auto: MirroredStrategy over all local GPUs when "
+                  "there are 2 or more, else the default strategy (faster on one device); "
+                  "mirrored: MirroredStrategy even on one device; multiworker reads TF_CONFIG.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute with loss scaling.")
 flags.DEFINE_boolean("validate", True, "Run COCO evaluation on the val split.")
 flags.DEFINE_multi_string("override", [], "Config override KEY=VALUE (repeatable).")

@@ -251,3 +251,20 @@ def test_multiworker_two_local_processes(tmp_path):
     np.testing.assert_allclose(w0["w0"], w1["w0"], rtol=1e-6)
     assert np.isfinite(w0["loss"]).all()
     assert tf.train.latest_checkpoint(str(tmp_path)) is not None  # the chief's checkpoint
+
+
+def test_make_strategy_kinds(monkeypatch):
+    from yolact.training import make_strategy
+
+    # No GPU here: auto is the default strategy (one replica, no cross-device wrapping);
+    # mirrored still wraps the single CPU.
+    auto = make_strategy("auto")
+    assert auto is tf.distribute.get_strategy() and auto.num_replicas_in_sync == 1
+    mirrored = make_strategy("mirrored")
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert mirrored.num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match="unknown strategy 'nccl'; use auto, mirrored"):
+        make_strategy("nccl")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG"):
+        make_strategy("multiworker")

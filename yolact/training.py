@@ -49,7 +49,7 @@ class TrainOptions:
     val_images: int = 0  # 0: whole val split
     resume: bool = True
     init_weights: str | None = None
-    strategy: str = "mirrored"
+    strategy: str = "auto"
     mixed_precision: bool = False
     freeze_bn: bool | None = None  # None: official rule (per-replica batch < FREEZE_BN_BELOW)
     keep_checkpoints: int = 3
@@ -57,8 +57,20 @@ class TrainOptions:
     log_images: int = 4
 
 
-def make_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
-    """'mirrored' (all local GPUs, else the CPU), 'multiworker' (TF_CONFIG) or 'default'."""
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """'auto', 'mirrored' (all local GPUs, else the CPU), 'multiworker' (TF_CONFIG) or
+    'default'.
+
+    'auto': MirroredStrategy over all local GPUs when there are two or more, else the
+    default strategy. On a single device MirroredStrategy (and OneDeviceStrategy) only
+    add cost: a shapes train step on 2 CPU cores took 0.33-0.58 s under them and
+    0.23-0.24 s under the default strategy (same graph, same device).
+    """
+    if kind == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) >= 2:
+            return tf.distribute.MirroredStrategy(devices=[d.name for d in gpus])
+        return tf.distribute.get_strategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         cpus = tf.config.list_logical_devices("CPU")
@@ -70,7 +82,7 @@ def make_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "default":
         return tf.distribute.get_strategy()
-    raise ValueError(f"unknown strategy {kind!r}; use mirrored, multiworker or default")
+    raise ValueError(f"unknown strategy {kind!r}; use auto, mirrored, multiworker or default")
 
 
 def schedule_for(cfg: YolactConfig, options: TrainOptions) -> dict:
