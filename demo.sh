@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 OUT=${OUT:-demo_output}
 NUM_TRAIN=${NUM_TRAIN:-2000}
 NUM_VAL=${NUM_VAL:-200}
-MAX_ITER=${MAX_ITER:-1500}
+MAX_ITER=${MAX_ITER:-4000}
 BATCH=${BATCH:-8}
 
 bash setup.sh
@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 
 echo "== 1/5 shapes dataset ($NUM_TRAIN train, $NUM_VAL val) -> $OUT/shapes"
 $PY -m data.shapes -output_dir "$OUT/shapes" -num_train "$NUM_TRAIN" -num_val "$NUM_VAL" -seed 0 \
-  -min_size 256 -max_size 384
+  -min_size 256 -max_size 384 -num_objects 2,6 -object_size 0.15,0.5 -many_prob 0
 
 echo "== 2/5 TFRecords -> $OUT/tfrecords"
 $PY -m data.coco_tfrecord_creator \
@@ -27,7 +27,7 @@ $PY -m data.coco_tfrecord_creator \
 
 echo "== 3/5 train ($MAX_ITER iterations, batch $BATCH) -> $OUT/run"
 $PY train.py -name shapes -tfrecord_dir "$OUT/tfrecords" -weights "$OUT/run" \
-  -batch_size "$BATCH" -max_iter "$MAX_ITER" -save_interval 500 -val_interval 0 -print_interval 10
+  -batch_size "$BATCH" -max_iter "$MAX_ITER" -save_interval 1000 -val_interval 0 -print_interval 10
 
 echo "== 4/5 evaluate (COCO box and mask mAP on the val split)"
 $PY evaluate.py -name shapes -tfrecord_dir "$OUT/tfrecords" -weights "$OUT/run" \

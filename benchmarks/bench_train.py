@@ -8,6 +8,8 @@ python -m benchmarks.bench_train [-preset yolact_resnet50] [-batch_size 2] [-ste
 2. Input pipeline (data.pipeline.build_dataset, training parser with augmentation)
    over shapes images (640x480 JPEG) written as TFRecords in a temp folder. Images/s.
 3. Train step fed by that pipeline (both share the cores, as in train.py).
+4. (-compare_strategy) The fixed-batch train step under another tf.distribute
+   strategy, built in the same process: its time / the baseline's.
 Prints pipeline / train-step images/s (target >= 3: the input is never the
 bottleneck), fed / fixed step time, and the peak RSS of each phase.
 """
@@ -80,14 +82,16 @@ def bench_pipeline(pattern: str, cfg, batch_size: int, batches: int, warmup: int
 
 
 def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: int,
-        pipeline_batches: int, strategy: str = "mirrored", fed: bool = True) -> dict:
+        pipeline_batches: int, strategy: str = "auto", fed: bool = True,
+        compare_strategy: str | None = None) -> dict:
     """Every measurement (see the module docstring); times in seconds."""
     from benchmarks.common import MemoryPhase, log, write_shapes_records
     from config import get_config
     from yolact.training import Trainer, TrainOptions
 
     cfg = get_config(preset)
-    out = {"preset": preset, "img_size": cfg.IMG_SIZE, "batch_size": batch_size}
+    out = {"preset": preset, "img_size": cfg.IMG_SIZE, "batch_size": batch_size,
+           "strategy": strategy}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         with MemoryPhase() as mem:
             log(f"{preset}: building the Trainer, synthetic batch of {batch_size}")
@@ -118,6 +122,15 @@ def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: 
                                           seed=0)))
             fed_step = time_steps(trainer, fed_it, steps, warmup)
             out.update(fed_step_s=fed_step.median, fed_step_spread=fed_step.spread)
+        if compare_strategy:
+            log(f"{preset}: {steps} train steps on the fixed batch under {compare_strategy}")
+            other = Trainer(cfg, TrainOptions(tfrecord_dir=tmp, weights_dir=tmp + "/other",
+                                              batch_size=batch_size, strategy=compare_strategy))
+            other_it = iter(other.strategy.distribute_datasets_from_function(
+                fixed_dataset_fn(batch)))
+            cmp = time_steps(other, other_it, steps, warmup)
+            out.update(compare_strategy=compare_strategy, compare_step_s=cmp.median,
+                       compare_step_cpu_s=cmp.cpu_median, compare_step_spread=cmp.spread)
     log("done")
     return out
 
@@ -128,7 +141,8 @@ def print_results(res: dict) -> None:
     b = res["batch_size"]
     train_ips, pipe_ips = b / res["step_s"], b / res["pipeline_batch_s"]
     ratio = pipe_ips / train_ips
-    print(f"\n## {res['preset']} at {res['img_size']} px, batch {b} "
+    print(f"\n## {res['preset']} at {res['img_size']} px, batch {b}, strategy "
+          f"{res['strategy']} "
           f"(BN frozen: {res['bn_frozen']}, official rule: < 6 images per replica)")
     rows = [["train step, fixed batch (baseline)", res["step_s"], res["step_cpu_s"], train_ips,
              1.0, res["step_spread"]],
@@ -138,6 +152,11 @@ def print_results(res: dict) -> None:
         rows.append(["train step fed by the pipeline", res["fed_step_s"], "-",
                      b / res["fed_step_s"], res["step_s"] / res["fed_step_s"],
                      res["fed_step_spread"]])
+    if "compare_step_s" in res:
+        rows.append([f"train step, fixed batch, strategy {res['compare_strategy']}",
+                     res["compare_step_s"], res["compare_step_cpu_s"],
+                     b / res["compare_step_s"], res["step_s"] / res["compare_step_s"],
+                     res["compare_step_spread"]])
     print_table(["what", "s/batch", "cpu s/batch", "images/s", "vs train step", "spread"], rows)
     verdict = "OK" if ratio >= TARGET_PIPELINE_RATIO else "BELOW TARGET"
     print(f"pipeline / train-step images/s = {ratio:.2f} (target >= {TARGET_PIPELINE_RATIO:g}: "
@@ -155,7 +174,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("threads", 2, "TF intra/inter-op threads.")
     flags.DEFINE_integer("pipeline_images", 24, "Shapes images written as TFRecords.")
     flags.DEFINE_integer("pipeline_batches", 12, "Timed pipeline batches (records repeat).")
-    flags.DEFINE_string("strategy", "mirrored", "Trainer strategy (as train.py).")
+    flags.DEFINE_string("strategy", "auto", "Trainer strategy (as train.py's -strategy).")
+    flags.DEFINE_string("compare_strategy", "mirrored",
+                        "Also time the fixed-batch step under this strategy ('' = skip).")
     flags.DEFINE_bool("fed", True, "Also time train steps fed by the real pipeline.")
     flags.DEFINE_string("json_out", None, "Optional path for the results as JSON.")
 
@@ -174,7 +195,7 @@ def main(argv):
     common.print_machine(info)
     print(common.load_warning(info) or "# load below the core count")
     res = run(f.preset, f.batch_size, f.steps, f.warmup, f.pipeline_images,
-              f.pipeline_batches, f.strategy, f.fed)
+              f.pipeline_batches, f.strategy, f.fed, f.compare_strategy or None)
     info_end = common.machine_info(f.threads)
     print(f"# load avg at the end: {info_end['load_avg']}")
     print_results(res)
