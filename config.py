@@ -293,7 +293,7 @@ YOLACT_RESNET50_PASCAL = dataclasses.replace(
 )
 
 # The embedded synthetic dataset: small enough to train from scratch on 2 CPU cores
-# in about 20 minutes (demo.sh). Measured choices (see README, "Two commands"):
+# in about 24 minutes (demo.sh, 4000 iterations). Measured choices (README, "Two commands"):
 # anchors in input pixels (scaled ones leave most objects without a positive prior at
 # 160 px), and of the official SSD augmentation only the random crop and the mirror: the
 # photometric distortion (random colours anyway) and the zoom-out expand cost more
