@@ -210,8 +210,27 @@ def _coerce(overrides: dict) -> dict:
             )
         if isinstance(value, list):
             value = tuple(value)
-        out[key] = value
+        out[key] = _check_type(key, names[key].default, value)
     return out
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _check_type(key: str, default, value):
+    """Bool keys accept true/false (any case) or 0/1 (the CLI's `-override KEY=False` is
+    not JSON and arrives as the string 'False', which Python would take as true); number
+    keys refuse strings."""
+    if isinstance(default, bool):
+        text = str(value).strip().lower()
+        if isinstance(value, bool):
+            return value
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"config key {key} expects true or false, got {value!r}")
+    if isinstance(default, (int, float)) and isinstance(value, str):
+        raise ValueError(f"config key {key} expects a number, got {value!r}")
+    return value
 
 
 def validate(cfg: YolactConfig) -> None:
