@@ -334,8 +334,8 @@ SHAPES = dataclasses.replace(
     AUG_EXPAND=False,
     AUG_MAX_EXPAND_RATIO=2.0,
     BATCH_SIZE=8,
-    LR=5e-3,  # from scratch (no ImageNet backbone here); 1e-2 diverged in our runs
-    WARMUP_ITERS=200,
+    LR=7.5e-3,  # from scratch (no ImageNet backbone here); 1e-2 diverged in our runs
+    WARMUP_ITERS=400,
     MAX_ITER=4000,
     LR_STEPS=(3200, 3700),
 )
