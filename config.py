@@ -222,9 +222,9 @@ def _check_type(key: str, default, value):
     not JSON and arrives as the string 'False', which Python would take as true); number
     keys refuse strings."""
     if isinstance(default, bool):
-        text = str(value).strip().lower()
         if isinstance(value, bool):
             return value
+        text = str(value).strip().lower()
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise ValueError(f"config key {key} expects true or false, got {value!r}")

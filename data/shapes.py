@@ -360,18 +360,20 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("output_dir")
 
 
+def _pair(values, cast, name: str) -> tuple:
+    """A `lo,hi` list flag as a tuple of two `cast` values."""
+    if len(values) != 2:
+        raise app.UsageError(f"-{name} needs two values lo,hi; got {','.join(values)!r}")
+    return tuple(cast(v) for v in values)
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
-    def pair(values, cast, name):
-        if len(values) != 2:
-            raise app.UsageError(f"-{name} needs two values lo,hi; got {','.join(values)!r}")
-        return tuple(cast(v) for v in values)
-
     stats = generate(f.output_dir, f.num_train, f.num_val, f.seed, f.min_size, f.max_size,
                      f.jpeg_quality, crowd_prob=f.crowd_prob, many_prob=f.many_prob,
-                     num_objects=pair(f.num_objects, int, "num_objects"),
-                     object_size=pair(f.object_size, float, "object_size"))
+                     num_objects=_pair(f.num_objects, int, "num_objects"),
+                     object_size=_pair(f.object_size, float, "object_size"))
     print(json.dumps(stats))
 
 

@@ -148,8 +148,8 @@ def test_invalid_arguments_raise(tmp_path):
 
 def test_object_count_and_size_options(tmp_path):
     # 2-3 objects of 0.3-0.5 of the shorter side, no crowd or "many" images: every
-    # non-empty image has 2-3 annotations, and each full (unoccluded) object spans at
-    # least 0.3 x side x (its shape's smallest extent) -- check the bounding boxes.
+    # non-empty image (image 0 is the empty one) has 2-3 annotations, and the bounding
+    # boxes stay within the requested size range.
     shapes.generate(str(tmp_path), 12, 0, seed=4, min_size=100, max_size=100, crowd_prob=0.0,
                     many_prob=0.0, num_objects=(2, 3), object_size=(0.3, 0.5),
                     show_progress=False)

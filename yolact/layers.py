@@ -86,7 +86,6 @@ class TorchConv2D(_TorchPadding, keras.layers.Conv2D):
         super().__init__(filters, int(kernel_size), strides=int(strides), padding=mode, **kwargs)
 
 
-
 @keras.saving.register_keras_serializable(package="yolact")
 class TorchDepthwiseConv2D(_TorchPadding, keras.layers.DepthwiseConv2D):
     """`torch.nn.Conv2d(C, C, k, stride, padding=pad, groups=C)` on NHWC inputs.
@@ -99,7 +98,6 @@ class TorchDepthwiseConv2D(_TorchPadding, keras.layers.DepthwiseConv2D):
         self.pad = int(pad)
         mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
         super().__init__(int(kernel_size), strides=int(strides), padding=mode, **kwargs)
-
 
 
 def max_pool_3x3_s2(x):
