@@ -56,6 +56,7 @@ SHAPES_CLASSES = ("circle", "rectangle", "triangle", "ellipse", "star")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_tiny",
              "darknet53", "mobilenetv2")
 NMS_TYPES = ("fast", "cross_class", "traditional")
+LR_SCHEDULES = ("step", "linear", "cosine")
 ATTENTION_TYPES = (None, "se", "cbam")
 
 # Reference image size at which ANCHOR_SCALES are given (official `max_size`).
@@ -138,6 +139,10 @@ class YolactConfig:
     LR_STEPS: tuple = (280000, 600000, 700000, 750000)
     LR_GAMMA: float = 0.1
     MAX_ITER: int = 800000
+    # "step": the official decay (x LR_GAMMA at each of LR_STEPS). "linear" / "cosine":
+    # after warmup, anneal from LR to LR x LR_FINAL_RATIO at MAX_ITER (LR_STEPS unused).
+    LR_SCHEDULE: str = "step"
+    LR_FINAL_RATIO: float = 0.01
     FREEZE_BN_BELOW: int = 6  # BN frozen when a replica gets fewer images than this.
 
     def __post_init__(self):
@@ -280,6 +285,10 @@ def validate(cfg: YolactConfig) -> None:
     ):
         fail(f"BACKBONE_BLOCKS needs {stages} positive block counts for {cfg.BACKBONE}, "
              f"got {cfg.BACKBONE_BLOCKS}")
+    if cfg.LR_SCHEDULE not in LR_SCHEDULES:
+        fail(f"LR_SCHEDULE must be one of {LR_SCHEDULES}, got {cfg.LR_SCHEDULE!r}")
+    if not 0.0 <= cfg.LR_FINAL_RATIO <= 1.0:
+        fail(f"LR_FINAL_RATIO must be in [0, 1], got {cfg.LR_FINAL_RATIO!r}")
     if list(cfg.LR_STEPS) != sorted(cfg.LR_STEPS):
         fail(f"LR_STEPS must be increasing, got {cfg.LR_STEPS}")
     if cfg.LR <= 0 or cfg.WEIGHT_DECAY < 0 or not 0 <= cfg.MOMENTUM < 1:
@@ -467,4 +476,6 @@ def scaled_schedule(cfg: YolactConfig, batch_size: int) -> dict:
         "warmup_iters": cfg.WARMUP_ITERS,
         "lr_steps": tuple(int(s // factor) for s in cfg.LR_STEPS),
         "max_iter": int(cfg.MAX_ITER // factor),
+        "kind": cfg.LR_SCHEDULE,
+        "final_ratio": cfg.LR_FINAL_RATIO,
     }

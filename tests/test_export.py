@@ -186,6 +186,32 @@ def test_onnx_network_matches_keras(exported):
         np.testing.assert_allclose(outputs[key], np.asarray(expected[key]), atol=1e-4)
 
 
+def test_onnx_export_with_uneven_fpn_upsampling(tmp_path):
+    """At 136 px the FPN upsamples 5 -> 9 and 9 -> 17 (ratios 1.8, 1.889): tf2onnx's
+    float32 scales floor to 8 and 16 rows (as 18 -> 35 -> 69 at 550 px), which
+    onnxruntime refused to load before export_onnx fixed the scales."""
+    import onnxruntime as ort
+
+    from config import get_config
+    from yolact import factory
+    from yolact.checkpoints import load_weights
+    from yolact.export import export_onnx
+
+    cfg = get_config("tiny", IMG_SIZE=136)
+    assert cfg.FEATURE_SIZES[:3] == (17, 9, 5)
+    model = factory.build_model(cfg)
+    load_weights(model, os.path.join(ROOT, "tests", "fixtures", "weights.pth"))
+    path = export_onnx(model, cfg, str(tmp_path / "model.onnx"))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).normal(size=(2, 136, 136, 3)).astype(np.float32)
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"images": images})))
+    expected = model(images, training=False)
+    assert outputs["loc"].shape == (2, cfg.NUM_PRIORS, 4)
+    for key in names:
+        np.testing.assert_allclose(outputs[key], np.asarray(expected[key]), atol=1e-4)
+
+
 def test_resize_weights_match_postprocess_matrix():
     """The batched graph weights equal yolact.postprocess.resize_matrix row for row."""
     import tensorflow as tf

@@ -1,10 +1,11 @@
-"""TorchSGD (PyTorch SGD + L2) and the official warmup/step schedule."""
+"""TorchSGD (PyTorch SGD + L2), the official warmup/step schedule and its anneal variants."""
 
 import keras
 import numpy as np
+import pytest
 
 from config import get_config, scaled_schedule
-from yolact.optim import TorchSGD, WarmupStepSchedule
+from yolact.optim import TorchSGD, WarmupSchedule
 
 
 def torch_sgd_reference(w, grads, lr, momentum, l2):
@@ -56,7 +57,7 @@ def test_non_finite_gradient_is_skipped_momentum_included():
 
 
 def test_schedule_golden_values():
-    sched = WarmupStepSchedule(1e-3, 1e-4, 500, (280000, 600000, 700000, 750000), 0.1)
+    sched = WarmupSchedule(1e-3, 1e-4, 500, (280000, 600000, 700000, 750000), 0.1)
     lr = lambda it: float(keras.ops.convert_to_numpy(sched(it)))  # noqa: E731
     assert abs(lr(0) - 1e-4) < 1e-10
     # 1e-4 + (1e-3 - 1e-4) * 250 / 500 = 5.5e-4
@@ -66,6 +67,38 @@ def test_schedule_golden_values():
     assert abs(lr(280000) - 1e-4) < 1e-10
     assert abs(lr(600000) - 1e-5) < 1e-11
     assert abs(lr(799999) - 1e-7) < 1e-13
+
+
+def test_linear_and_cosine_schedules_match_formula():
+    base, init, warm, total, final = 7.5e-3, 1e-4, 400, 3400, 0.01
+    for kind in ("linear", "cosine"):
+        sched = WarmupSchedule(base, init, warm, (1000, 2000), 0.1, kind=kind, max_iter=total,
+                               final_ratio=final)
+        for it in (0, 200, 400, 401, 1000, 1900, 2999, 3400, 5000):
+            if it <= warm:
+                want = init + (base - init) * it / warm
+            else:
+                t = min((it - warm) / (total - warm), 1.0)
+                if kind == "linear":
+                    want = base * (1 - (1 - final) * t)
+                else:
+                    want = base * (final + (1 - final) * 0.5 * (1 + np.cos(np.pi * t)))
+            got = float(keras.ops.convert_to_numpy(sched(it)))
+            assert abs(got - want) < 1e-8 * max(1.0, want / 1e-3), (kind, it, got, want)
+    # LR_STEPS play no part: halfway through the anneal, cosine is at the mid value.
+    mid = WarmupSchedule(1.0, 0.0, 0, (10,), 0.1, kind="cosine", max_iter=100, final_ratio=0.0)
+    assert abs(float(keras.ops.convert_to_numpy(mid(50))) - 0.5) < 1e-6
+
+
+def test_schedule_kind_reaches_the_trainer_schedule():
+    cfg = get_config("shapes", LR_SCHEDULE="cosine", LR_FINAL_RATIO=0.05)
+    s = scaled_schedule(cfg, 8)
+    assert (s["kind"], s["final_ratio"], s["max_iter"]) == ("cosine", 0.05, cfg.MAX_ITER)
+    for bad in ({"LR_SCHEDULE": "poly"}, {"LR_FINAL_RATIO": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            get_config("shapes", **bad)
+    with pytest.raises(ValueError, match="needs max_iter"):
+        WarmupSchedule(1e-3, 1e-4, 10, kind="linear")
 
 
 def test_batch_scaling_follows_official_autoscale():

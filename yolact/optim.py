@@ -1,32 +1,58 @@
-"""PyTorch-style SGD and the official YOLACT learning-rate schedule (keras.ops only)."""
+"""PyTorch-style SGD and the YOLACT learning-rate schedules (keras.ops only)."""
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="yolact")
-class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup, then step decay (official train.py).
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then the official step decay or a linear / cosine anneal.
 
     lr(it) = warmup_init + (base - warmup_init) * it / warmup_iters   for it <= warmup_iters
-           = base * gamma ** (number of steps <= it)                   afterwards
+    afterwards, by `kind`:
+      "step"   base * gamma ** (number of steps <= it)              (official train.py)
+      "linear" base * (1 - (1 - final_ratio) * t)
+      "cosine" base * (final_ratio + (1 - final_ratio) * (1 + cos(pi * t)) / 2)
+    with t = (it - warmup_iters) / (max_iter - warmup_iters), clipped to [0, 1].
     """
 
-    def __init__(self, base_lr, warmup_init_lr, warmup_iters, steps, gamma=0.1):
+    def __init__(self, base_lr, warmup_init_lr, warmup_iters, steps=(), gamma=0.1,
+                 kind="step", max_iter=None, final_ratio=0.01):
+        if kind not in ("step", "linear", "cosine"):
+            raise ValueError(f"schedule kind must be step, linear or cosine, got {kind!r}")
+        if kind != "step" and not max_iter:
+            raise ValueError(f"a {kind} schedule needs max_iter, got {max_iter!r}")
         self.base_lr = float(base_lr)
         self.warmup_init_lr = float(warmup_init_lr)
         self.warmup_iters = int(warmup_iters)
         self.steps = tuple(int(s) for s in steps)
         self.gamma = float(gamma)
+        self.kind = kind
+        self.max_iter = None if max_iter is None else int(max_iter)
+        self.final_ratio = float(final_ratio)
+
+    def _decayed(self, step):
+        if self.kind == "step":
+            passed = ops.zeros((), "float32")
+            for boundary in self.steps:
+                passed = passed + ops.cast(step >= boundary, "float32")
+            return self.base_lr * ops.power(self.gamma, passed)
+        span = float(max(self.max_iter - self.warmup_iters, 1))
+        t = ops.clip((step - float(self.warmup_iters)) / span, 0.0, 1.0)
+        if self.kind == "linear":
+            factor = 1.0 - (1.0 - self.final_ratio) * t
+        else:
+            factor = self.final_ratio + (1.0 - self.final_ratio) * 0.5 * (
+                1.0 + ops.cos(math.pi * t))
+        return self.base_lr * factor
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        passed = ops.zeros((), "float32")
-        for boundary in self.steps:
-            passed = passed + ops.cast(step >= boundary, "float32")
-        decayed = self.base_lr * ops.power(self.gamma, passed)
+        decayed = self._decayed(step)
         if self.warmup_iters <= 0:
             return decayed
         frac = step / float(self.warmup_iters)
@@ -37,7 +63,8 @@ class WarmupStepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"base_lr": self.base_lr, "warmup_init_lr": self.warmup_init_lr,
-                "warmup_iters": self.warmup_iters, "steps": self.steps, "gamma": self.gamma}
+                "warmup_iters": self.warmup_iters, "steps": self.steps, "gamma": self.gamma,
+                "kind": self.kind, "max_iter": self.max_iter, "final_ratio": self.final_ratio}
 
 
 @keras.saving.register_keras_serializable(package="yolact")

@@ -25,7 +25,7 @@ import tensorflow as tf
 from config import YolactConfig, scaled_schedule
 from yolact import factory
 from yolact.losses import combine, loss_terms
-from yolact.optim import TorchSGD, WarmupStepSchedule
+from yolact.optim import TorchSGD, WarmupSchedule
 
 LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
 
@@ -136,9 +136,10 @@ class Trainer:
                 freeze = self.per_replica_batch < cfg.FREEZE_BN_BELOW
             self.bn_frozen = bool(freeze)
             self.model.freeze_batchnorm(self.bn_frozen)
-            lr = WarmupStepSchedule(self.schedule["lr"], self.schedule["warmup_init_lr"],
-                                    self.schedule["warmup_iters"], self.schedule["lr_steps"],
-                                    cfg.LR_GAMMA)
+            sched = self.schedule
+            lr = WarmupSchedule(sched["lr"], sched["warmup_init_lr"], sched["warmup_iters"],
+                                sched["lr_steps"], cfg.LR_GAMMA, kind=sched["kind"],
+                                max_iter=sched["max_iter"], final_ratio=sched["final_ratio"])
             optimizer = TorchSGD(
                 learning_rate=lr,
                 momentum=cfg.MOMENTUM if options.momentum is None else options.momentum,
