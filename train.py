@@ -26,6 +26,8 @@ flags.DEFINE_float("weight_decay", None, "L2 weight decay (default: config, 5e-4
 flags.DEFINE_integer("max_iter", None, "Iterations (default: config MAX_ITER x 8 / batch_size).")
 flags.DEFINE_integer("warmup_iters", None, "Linear warmup iterations (default: config).")
 flags.DEFINE_list("lr_steps", None, "Iterations where lr is multiplied by LR_GAMMA.")
+flags.DEFINE_float("time_budget", None, "Train for this many minutes: the iteration count is "
+                   "fitted to the measured step rate and the lr schedule stretched to it.")
 flags.DEFINE_integer("print_interval", 10, "Log losses every N iterations.")
 flags.DEFINE_integer("save_interval", 5000, "Checkpoint every N iterations.")
 flags.DEFINE_integer("val_interval", 0, "Validate (COCO mAP) every N iterations; 0 = at the end.")

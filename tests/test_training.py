@@ -268,3 +268,39 @@ def test_make_strategy_kinds(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG"):
         make_strategy("multiworker")
+
+
+@pytest.mark.parametrize("kind", ["linear", "step"])
+def test_time_budget_fits_the_run_and_stretches_the_schedule(tmp_path, monkeypatch, kind):
+    """A fake clock makes every step take 0.5 s: a 0.5-minute budget is 60 steps.
+
+    The nominal run is 100 steps (lr steps 50/90); fitted to 60 the linear anneal
+    ends at step 60 and the step decays move to 30/54.
+    """
+    from yolact import training
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(training, "_clock", lambda: clock["t"])
+    real_step = training.Trainer.train_step
+
+    def slow_step(self, iterator):
+        clock["t"] += 0.5
+        return real_step(self, iterator)
+
+    monkeypatch.setattr(training.Trainer, "train_step", slow_step)
+    cfg = small_config(LR_SCHEDULE=kind, LR_FINAL_RATIO=0.1)
+    options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "w"), batch_size=4,
+                           max_iter=100, lr=0.01, warmup_iters=5, lr_steps=(50, 90),
+                           strategy="default", time_budget=0.5, print_interval=5)
+    fn = fixed_dataset_fn(synthetic_examples(cfg, 4))
+    summary = training.train(cfg, options, dataset_fn=lambda ctx: fn(ctx, 4))
+    assert summary["step"] == summary["max_iter"] == 60
+    assert summary["train_seconds"] == 30.0
+    lrs = {h["step"]: h["lr"] for h in summary["history"]}  # lr of the next step
+    if kind == "linear":
+        # lr(it) = 0.01 * (1 - 0.9 * (it - 5) / (60 - 5)); the last entry is lr(60) = 1e-3.
+        np.testing.assert_allclose(lrs[60], 1e-3, rtol=1e-5)
+        np.testing.assert_allclose(lrs[30], 0.01 * (1 - 0.9 * 25 / 55), rtol=1e-5)
+    else:
+        np.testing.assert_allclose([lrs[25], lrs[30], lrs[50], lrs[55]],
+                                   [1e-2, 1e-3, 1e-3, 1e-4], rtol=1e-5)

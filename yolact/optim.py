@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -18,6 +19,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
       "linear" base * (1 - (1 - final_ratio) * t)
       "cosine" base * (final_ratio + (1 - final_ratio) * (1 + cos(pi * t)) / 2)
     with t = (it - warmup_iters) / (max_iter - warmup_iters), clipped to [0, 1].
+
+    `set_length(n)` moves the end of the run to n iterations (the steps and
+    max_iter are stretched in proportion, warmup is not): train.py's
+    -time_budget fits the run to the measured step rate this way.
     """
 
     def __init__(self, base_lr, warmup_init_lr, warmup_iters, steps=(), gamma=0.1,
@@ -34,14 +39,33 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.kind = kind
         self.max_iter = None if max_iter is None else int(max_iter)
         self.final_ratio = float(final_ratio)
+        self.stretch = keras.Variable(1.0, dtype="float32", trainable=False,
+                                      name="schedule_stretch")
+
+    @property
+    def nominal_length(self) -> int | None:
+        """max_iter, else the last step (the length the steps were placed for)."""
+        return self.max_iter or (self.steps[-1] if self.steps else None)
+
+    def set_length(self, num_iters: int) -> None:
+        if not self.nominal_length:
+            raise ValueError("set_length needs max_iter or steps")
+        self.stretch.assign(float(num_iters) / float(self.nominal_length))
+
+    def decay_start(self) -> int:
+        """The iteration of the first step decay under the current stretch."""
+        first = self.steps[0] if self.steps else self.max_iter
+        stretch = np.float32(ops.convert_to_numpy(self.stretch))
+        return int(np.floor(np.float32(first) * stretch))
 
     def _decayed(self, step):
         if self.kind == "step":
             passed = ops.zeros((), "float32")
             for boundary in self.steps:
-                passed = passed + ops.cast(step >= boundary, "float32")
+                passed = passed + ops.cast(step >= ops.floor(boundary * self.stretch), "float32")
             return self.base_lr * ops.power(self.gamma, passed)
-        span = float(max(self.max_iter - self.warmup_iters, 1))
+        end = ops.floor(float(self.max_iter) * self.stretch)
+        span = ops.maximum(end - float(self.warmup_iters), 1.0)
         t = ops.clip((step - float(self.warmup_iters)) / span, 0.0, 1.0)
         if self.kind == "linear":
             factor = 1.0 - (1.0 - self.final_ratio) * t

@@ -50,6 +50,9 @@ class TrainOptions:
     resume: bool = True
     init_weights: str | None = None
     strategy: str = "auto"
+    # Minutes of training for this process (Ultralytics' `time`): the iteration count
+    # is fitted to the measured step rate and the lr schedule stretched to it.
+    time_budget: float | None = None
     mixed_precision: bool = False
     freeze_bn: bool | None = None  # None: official rule (per-replica batch < FREEZE_BN_BELOW)
     keep_checkpoints: int = 3
@@ -137,11 +140,12 @@ class Trainer:
             self.bn_frozen = bool(freeze)
             self.model.freeze_batchnorm(self.bn_frozen)
             sched = self.schedule
-            lr = WarmupSchedule(sched["lr"], sched["warmup_init_lr"], sched["warmup_iters"],
-                                sched["lr_steps"], cfg.LR_GAMMA, kind=sched["kind"],
-                                max_iter=sched["max_iter"], final_ratio=sched["final_ratio"])
+            self.lr_schedule = WarmupSchedule(
+                sched["lr"], sched["warmup_init_lr"], sched["warmup_iters"], sched["lr_steps"],
+                cfg.LR_GAMMA, kind=sched["kind"], max_iter=sched["max_iter"],
+                final_ratio=sched["final_ratio"])
             optimizer = TorchSGD(
-                learning_rate=lr,
+                learning_rate=self.lr_schedule,
                 momentum=cfg.MOMENTUM if options.momentum is None else options.momentum,
                 l2=cfg.WEIGHT_DECAY if options.weight_decay is None else options.weight_decay)
             if options.mixed_precision:
@@ -165,6 +169,11 @@ class Trainer:
     @property
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
+
+    def set_length(self, num_iters: int) -> None:
+        """End the run (and the lr schedule) at `num_iters` iterations."""
+        self.schedule["max_iter"] = int(num_iters)
+        self.lr_schedule.set_length(num_iters)
 
     def learning_rate(self) -> float:
         """The learning rate of the next step."""
@@ -226,6 +235,45 @@ class Trainer:
         path = self.manager.save(checkpoint_number=self.step)
         self.cfg.to_json(os.path.join(self.options.weights_dir, "config.json"))
         return path
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+class _TimeBudget:
+    """-time_budget: fits the run's length to the step rate measured so far.
+
+    Every `interval` steps the remaining time x the mean rate since the start
+    (tracing, checkpoints and validations included) gives the new end of the run;
+    the lr schedule is stretched to it. A step schedule stops refitting once its
+    first decay has passed, so a later fit cannot undo a decay. Training stops
+    when the budget is spent even if the fit was optimistic.
+    """
+
+    def __init__(self, minutes, trainer, start_step: int):
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        if self.seconds is not None and self.seconds <= 0:
+            raise ValueError(f"-time_budget must be positive minutes, got {minutes!r}")
+        self.trainer, self.start_step, self.t0 = trainer, start_step, _clock()
+
+    def elapsed(self) -> float:
+        return _clock() - self.t0
+
+    def spent(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+    def refit(self, step: int, interval: int) -> bool:
+        if self.seconds is None or (step - self.start_step) % max(interval, 1):
+            return False
+        sched = self.trainer.schedule
+        if sched["kind"] == "step" and sched["lr_steps"] and \
+                step >= self.trainer.lr_schedule.decay_start():
+            return False
+        elapsed = self.elapsed()
+        rate = (step - self.start_step) / max(elapsed, 1e-9)
+        self.trainer.set_length(step + max(int((self.seconds - elapsed) * rate), 0))
+        return True
 
 
 class _StopFlag:
@@ -297,12 +345,17 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     history, best = [], {"segm_AP": -1.0}
     bar = tqdm(total=max_iter, initial=start, desc="train", unit="it", dynamic_ncols=True)
     tick, seen = time.time(), 0
+    budget = _TimeBudget(options.time_budget, trainer, start)
     with _StopFlag() as flag:
-        while trainer.step < max_iter and not flag.stop:
+        while trainer.step < max_iter and not flag.stop and not budget.spent():
             losses = {k: float(v) for k, v in trainer.train_step(iterator).items()}
             step = trainer.step
             seen += options.batch_size
             bar.update(1)
+            if budget.refit(step, options.print_interval):
+                max_iter = trainer.schedule["max_iter"]
+                bar.total = max_iter
+                bar.refresh()
             if step % options.print_interval == 0 or step == max_iter:
                 rate = seen / max(time.time() - tick, 1e-9)
                 tick, seen = time.time(), 0
@@ -324,7 +377,9 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     elif evaluate_fn and (not options.val_interval or trainer.step % options.val_interval):
         best = _validate(trainer, evaluate_fn, writer, trainer.step, best)
     writer.flush()
-    summary = {"step": trainer.step, "skipped_steps": int(trainer.skipped.numpy()),
+    summary = {"step": trainer.step, "max_iter": max_iter,
+               "train_seconds": round(budget.elapsed(), 1),
+               "skipped_steps": int(trainer.skipped.numpy()),
                "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
                "interrupted": flag.stop}
     with open(os.path.join(options.weights_dir, "train_summary.json"), "w") as f:
@@ -388,6 +443,7 @@ def run_from_flags(flags_) -> dict:
         print_interval=flags_.print_interval, save_interval=flags_.save_interval,
         val_interval=flags_.val_interval, val_images=flags_.val_images, resume=flags_.resume,
         init_weights=flags_.init_weights, strategy=flags_.strategy,
+        time_budget=flags_.time_budget,
         mixed_precision=flags_.mixed_precision, seed=flags_.seed)
     evaluate_fn = None
     if flags_.validate:
