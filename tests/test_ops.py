@@ -43,9 +43,9 @@ def test_prior_sizes_im700():
 def test_anchor_scales_in_input_pixels():
     # Scaled (official): at 160 px the anchors shrink to int(s / 550 * 160) while the
     # strides stay 8..128, so most objects find no prior with IoU >= 0.5.
-    scaled = get_config("shapes", SCALE_ANCHORS_WITH_IMG_SIZE=True)
+    scaled = get_config("shapes", IMG_SIZE=160, SCALE_ANCHORS_WITH_IMG_SIZE=True)
     assert scaled.SCALES == (6, 13, 27, 55, 111)
-    fixed = get_config("shapes", SCALE_ANCHORS_WITH_IMG_SIZE=False)
+    fixed = get_config("shapes", IMG_SIZE=160, SCALE_ANCHORS_WITH_IMG_SIZE=False)
     assert fixed.SCALES == fixed.ANCHOR_SCALES == (24, 48, 96, 192, 384)
     # 3x the stride of each level, as at 550: P3 of a 160 px input is 20x20 (stride 8).
     priors = priors_for(fixed)
