@@ -10,6 +10,8 @@ official-architecture fixture tests/fixtures/weights.pth) and each batch size:
   stages    decode / preprocess / network / detection / postprocess (yolact.timing);
   modes     network + detection eager (the baseline), tf.function, tf.function with
             jit_compile=True, and tf.function network + XLA detection ("split");
+            with -modes ...,onnxruntime also the exported ONNX network run by
+            onnxruntime + XLA detection;
   savedmodel  the exported serving_default signature (JPEG bytes in, masks out);
 then a retracing check (new batch size, new original image size).
 
@@ -153,7 +155,35 @@ def mode_functions(model, cfg) -> dict:
             "xla": tf.function(net_det, jit_compile=True), "split": split}
 
 
-def bench_modes(model, cfg, batch_size: int, repeats: int, warmup: int, modes) -> dict:
+def onnx_mode(model, cfg, folder: str, threads: int):
+    """fn(x) -> detections + proto: the network exported to ONNX (yolact.export) and run by
+    onnxruntime's CPU provider with `threads` threads, then the XLA detection."""
+    import numpy as np
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from yolact import factory
+    from yolact.detection import detect
+    from yolact.export import export_onnx
+
+    path = export_onnx(model, cfg, os.path.join(folder, "model.onnx"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    priors, params = factory.build_priors(cfg), factory.detection_params(cfg)
+    det = tf.function(lambda o: detect(o, priors, params), jit_compile=True)
+
+    def run(x):
+        out = dict(zip(names, session.run(None, {"images": np.asarray(x)})))
+        return dict(det({k: tf.constant(out[k]) for k in ("loc", "conf", "coef")}),
+                    proto=out["proto"])
+
+    return run
+
+
+def bench_modes(model, cfg, batch_size: int, repeats: int, warmup: int, modes,
+                threads: int = 2) -> dict:
     """Network + detection per mode, interleaved; seconds per batch and first-call seconds."""
     import numpy as np
     import tensorflow as tf
@@ -163,8 +193,11 @@ def bench_modes(model, cfg, batch_size: int, repeats: int, warmup: int, modes) -
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch_size, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)), tf.float32)
     fns = {k: v for k, v in mode_functions(model, cfg).items() if k in modes}
-    timings = time_interleaved({k: (lambda f=f: f(x)) for k, f in fns.items()}, repeats,
-                               warmup, sync=_numpy)
+    with tempfile.TemporaryDirectory(prefix="bench_onnx_") as folder:
+        if "onnxruntime" in modes:
+            fns["onnxruntime"] = onnx_mode(model, cfg, folder, threads)
+        timings = time_interleaved({k: (lambda f=f: f(x)) for k, f in fns.items()}, repeats,
+                                   warmup, sync=_numpy)
     return {k: {"s": t.median, "cpu_s": t.cpu_median, "first_s": t.first, "spread": t.spread}
             for k, t in timings.items()}
 
@@ -222,7 +255,7 @@ def bench_savedmodel(model, cfg, jpegs: list, batch_size: int, repeats: int,
 
 # ---- driver ----------------------------------------------------------------------------------
 def run_preset(preset: str, batch_sizes, repeats: int, warmup: int, modes, savedmodel: bool,
-               boost_classes: int = 4, boost_logit: float = 8.0) -> dict:
+               boost_classes: int = 4, boost_logit: float = 8.0, threads: int = 2) -> dict:
     """Every measurement of one preset; see the module docstring."""
     from benchmarks.common import MemoryPhase, log
     from yolact.inference import Predictor
@@ -238,7 +271,7 @@ def run_preset(preset: str, batch_sizes, repeats: int, warmup: int, modes, saved
             log(f"{preset} batch {batch_size}: stages")
             row["stages"] = bench_stages(predictor, jpegs, batch_size, repeats, warmup)
             log(f"{preset} batch {batch_size}: graph modes {','.join(modes)}")
-            row["modes"] = bench_modes(model, cfg, batch_size, repeats, warmup, modes)
+            row["modes"] = bench_modes(model, cfg, batch_size, repeats, warmup, modes, threads)
             if savedmodel:
                 log(f"{preset} batch {batch_size}: SavedModel export and serving")
                 try:  # yolact/export.py is optional here; report a failure, keep the rest
@@ -309,7 +342,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median reported).")
     flags.DEFINE_integer("warmup", 1, "Untimed calls before timing (>= 1; tracing).")
     flags.DEFINE_integer("threads", 2, "TF intra/inter-op threads (official figures: 2).")
-    flags.DEFINE_list("modes", ["eager", "function", "xla", "split"], "Graph modes for (c).")
+    flags.DEFINE_list("modes", ["eager", "function", "xla", "split"],
+                      "Graph modes for (c); add onnxruntime for the ONNX export run by "
+                      "onnxruntime (export +20-100 s).")
     flags.DEFINE_bool("savedmodel", False, "Also export and time the SavedModel (+30-80 s).")
     flags.DEFINE_integer("boost_classes", 4, "Classes whose conf bias is raised (0: none).")
     flags.DEFINE_float("boost_logit", 8.0, "Logit added to those classes' conf bias.")
@@ -332,7 +367,8 @@ def main(argv):
     common.print_machine(info)
     print(common.load_warning(info) or "# load below the core count")
     results = [run_preset(p, [int(b) for b in f.batch_sizes], f.repeats, f.warmup, f.modes,
-                          f.savedmodel, f.boost_classes, f.boost_logit) for p in f.presets]
+                          f.savedmodel, f.boost_classes, f.boost_logit, f.threads)
+               for p in f.presets]
     info_end = common.machine_info(f.threads)
     print(f"# load avg at the end: {info_end['load_avg']}")
     print_results(results)
