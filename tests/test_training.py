@@ -304,3 +304,11 @@ def test_time_budget_fits_the_run_and_stretches_the_schedule(tmp_path, monkeypat
     else:
         np.testing.assert_allclose([lrs[25], lrs[30], lrs[50], lrs[55]],
                                    [1e-2, 1e-3, 1e-3, 1e-4], rtol=1e-5)
+
+
+def test_time_budget_options_are_checked():
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="positive minutes, got"):
+            TrainOptions(tfrecord_dir="", weights_dir="w", time_budget=bad)
+    with pytest.raises(ValueError, match="multiworker"):
+        TrainOptions(tfrecord_dir="", weights_dir="w", time_budget=5, strategy="multiworker")

@@ -59,6 +59,16 @@ class TrainOptions:
     seed: int = 0
     log_images: int = 4
 
+    def __post_init__(self):
+        if self.time_budget is not None:
+            if not self.time_budget > 0:
+                raise ValueError(f"-time_budget must be positive minutes, got {self.time_budget!r}")
+            if self.strategy == "multiworker":
+                # Each worker would fit its own length from its own clock and stop at a
+                # different step, leaving the others waiting in a collective.
+                raise ValueError("-time_budget is not supported with -strategy multiworker "
+                                 "(workers would stop at different steps); use -max_iter")
+
 
 def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     """'auto', 'mirrored' (all local GPUs, else the CPU), 'multiworker' (TF_CONFIG) or
@@ -253,8 +263,6 @@ class _TimeBudget:
 
     def __init__(self, minutes, trainer, start_step: int):
         self.seconds = None if minutes is None else float(minutes) * 60.0
-        if self.seconds is not None and self.seconds <= 0:
-            raise ValueError(f"-time_budget must be positive minutes, got {minutes!r}")
         self.trainer, self.start_step, self.t0 = trainer, start_step, _clock()
 
     def elapsed(self) -> float:
