@@ -379,6 +379,7 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
             if evaluate_fn and options.val_interval and step % options.val_interval == 0:
                 best = _validate(trainer, evaluate_fn, writer, step, best)
     bar.close()
+    train_seconds = budget.elapsed()
     trainer.save()
     if flag.stop:
         print(f"Interrupted at step {trainer.step}: checkpoint saved, resume with -resume.")
@@ -386,7 +387,7 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
         best = _validate(trainer, evaluate_fn, writer, trainer.step, best)
     writer.flush()
     summary = {"step": trainer.step, "max_iter": max_iter,
-               "train_seconds": round(budget.elapsed(), 1),
+               "train_seconds": round(train_seconds, 1),
                "skipped_steps": int(trainer.skipped.numpy()),
                "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
                "interrupted": flag.stop}
