@@ -201,7 +201,12 @@ def test_onnx_export_with_uneven_fpn_upsampling(tmp_path):
     assert cfg.FEATURE_SIZES[:3] == (17, 9, 5)
     model = factory.build_model(cfg)
     load_weights(model, os.path.join(ROOT, "tests", "fixtures", "weights.pth"))
+    import tf2onnx.optimizer
+
+    registry = tf2onnx.optimizer._optimizers
     path = export_onnx(model, cfg, str(tmp_path / "model.onnx"))
+    # The garbage-collecting wrappers around tf2onnx's optimizers are removed again.
+    assert tf2onnx.optimizer._optimizers is registry
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).normal(size=(2, 136, 136, 3)).astype(np.float32)
     names = [o.name for o in session.get_outputs()]

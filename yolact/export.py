@@ -22,6 +22,8 @@ decoders differ (EXIF orientation is not applied here).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 
@@ -240,13 +242,44 @@ def export_onnx(model, cfg, path: str, opset: int | None = None) -> str:
         outputs = network_outputs(model, images, cfg)
         return {k: tf.identity(outputs[k], name=k) for k in ONNX_OUTPUTS}
 
-    proto, _ = tf2onnx.convert.from_function(network, input_signature=spec, opset=opset)
+    with _collect_between_onnx_optimizers():
+        proto, _ = tf2onnx.convert.from_function(network, input_signature=spec, opset=opset)
     fix_resize_scales(proto)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(proto.SerializeToString())
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _collect_between_onnx_optimizers():
+    """Run the garbage collector before each tf2onnx graph optimizer.
+
+    tf2onnx deep-copies the whole graph (weights included) before each of its
+    optimizers and the discarded copies live in reference cycles until Python's
+    collector happens to run: converting R50-550 peaked at 9.9 GB RSS, 3.4 GB
+    with this (same output). A tf2onnx without the private registry is left as is.
+    """
+    import tf2onnx.optimizer as onnx_optimizer
+
+    registry = getattr(onnx_optimizer, "_optimizers", None)
+    if not isinstance(registry, dict):
+        yield
+        return
+
+    def collecting(factory):
+        def make():
+            gc.collect()
+            return factory()
+        return make
+
+    onnx_optimizer._optimizers = type(registry)(
+        (name, collecting(factory)) for name, factory in registry.items())
+    try:
+        yield
+    finally:
+        onnx_optimizer._optimizers = registry
 
 
 def fix_resize_scales(proto) -> int:
