@@ -6,6 +6,7 @@
         -save_json -save_masks -batch_size 8
     python inference.py -name coco -weights yolact_base_54_800000.pth -input clip.mp4 \
         -output_dir out -score_threshold 0.15 -top_k 100
+    python inference.py -onnx export/1/model.onnx -input images/ -output_dir out
 
 Writes drawn images (or <stem>.mp4), and with -save_masks / -save_json the
 per-instance PNG masks and a COCO-style results.json (RLE masks); see
@@ -33,7 +34,11 @@ flags.DEFINE_boolean("save_json", False, "Write results.json (COCO style, RLE ma
 flags.DEFINE_integer("batch_size", 4, "Images (or video frames) per forward pass.")
 flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).")
 flags.DEFINE_multi_string("override", [], "Config override KEY=VALUE (repeatable).")
-flags.mark_flags_as_required(["weights", "input", "output_dir"])
+flags.DEFINE_string("onnx", None, "Run the network with onnxruntime from this model.onnx "
+                    "(export_savedmodel.py -onnx; its config.json is read from beside it "
+                    "unless -weights is given). Detection and masks stay the same.")
+flags.DEFINE_integer("onnx_threads", 0, "onnxruntime intra-op threads (0: all cores).")
+flags.mark_flags_as_required(["input", "output_dir"])
 
 
 def main(argv):

@@ -92,7 +92,7 @@ def exported(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {
         "cfg": cfg, "model": model, "export_dir": export_dir, "version_dir": export_dir / "3",
-        "decoded": decoded, "preprocessed": preprocessed,
+        "decoded": decoded, "preprocessed": preprocessed, "work": work,
         "reference": predictor.predict(decoded),
         "served": dict(np.load(work / "served.npz")),
         "errors": json.loads((work / "errors.json").read_text()),
@@ -184,6 +184,43 @@ def test_onnx_network_matches_keras(exported):
     assert sorted(names) == ["coef", "conf", "loc", "proto"]
     for key in names:
         np.testing.assert_allclose(outputs[key], np.asarray(expected[key]), atol=1e-4)
+
+
+def test_predictor_with_onnx_network_matches_keras_predictor(exported):
+    from yolact.inference import OnnxNetwork, Predictor
+
+    network = OnnxNetwork(str(exported["version_dir"] / "model.onnx"), threads=2)
+    predictor = Predictor(None, exported["cfg"], jit_compile=False, network=network)
+    results = predictor.predict(exported["decoded"])
+    for got, ref in zip(results, exported["reference"]):
+        assert len(got) == len(ref) > 0
+        np.testing.assert_array_equal(got.boxes, ref.boxes)
+        np.testing.assert_array_equal(got.classes, ref.classes)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-5)
+        assert int(np.sum(got.masks != ref.masks)) <= 5
+
+
+def test_inference_cli_with_onnx(exported, tmp_path):
+    """inference.py -onnx reads config.json beside model.onnx; no -weights needed."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "inference.py"), "-onnx",
+         str(exported["version_dir"] / "model.onnx"), "-input", str(exported["work"] / "a.png"),
+         "-output_dir", str(out), "-score_threshold", "0", "-top_k", "0", "-save_json"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "onnxruntime" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    ref = exported["reference"][0]
+    assert len(results["annotations"]) == len(ref)
+    np.testing.assert_allclose(sorted(a["score"] for a in results["annotations"]),
+                               sorted(ref.scores), atol=1e-5)
+    assert (out / "a.png").exists() or (out / "a.jpg").exists()
+    missing = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "inference.py"), "-onnx", str(tmp_path / "no.onnx"),
+         "-input", str(exported["work"] / "a.png"), "-output_dir", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "no such file" in missing.stderr
 
 
 def test_onnx_export_with_uneven_fpn_upsampling(tmp_path):

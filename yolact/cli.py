@@ -77,9 +77,22 @@ def inference_from_flags(flags_) -> dict:
 
     if input_kind(flags_.input) == "image":
         read_image(flags_.input)  # fail on an unreadable file before loading the model
-    cfg = load_config(flags_.name, None, flags_.label_map, flags_.override, flags_.weights)
-    model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
-    predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
+    if flags_.onnx:
+        from yolact.inference import OnnxNetwork
+
+        if not os.path.exists(flags_.onnx):
+            raise FileNotFoundError(f"-onnx: no such file {flags_.onnx!r}")
+        cfg = load_config(flags_.name, None, flags_.label_map, flags_.override,
+                          flags_.weights or flags_.onnx)
+        network = OnnxNetwork(flags_.onnx, threads=flags_.onnx_threads)
+        print(f"Network: onnxruntime on {flags_.onnx}")
+        predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
+    elif not flags_.weights:
+        raise ValueError("inference.py needs -weights (or -onnx with an exported model.onnx)")
+    else:
+        cfg = load_config(flags_.name, None, flags_.label_map, flags_.override, flags_.weights)
+        model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+        predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
     options = OutputOptions(
         score_threshold=flags_.score_threshold, top_k=flags_.top_k,
         show_boxes=flags_.show_boxes, show_masks=flags_.show_masks,
