@@ -157,25 +157,20 @@ def mode_functions(model, cfg) -> dict:
 
 def onnx_mode(model, cfg, folder: str, threads: int):
     """fn(x) -> detections + proto: the network exported to ONNX (yolact.export) and run by
-    onnxruntime's CPU provider with `threads` threads, then the XLA detection."""
-    import numpy as np
-    import onnxruntime as ort
+    onnxruntime (yolact.inference.OnnxNetwork) with `threads` threads, then the XLA detection."""
     import tensorflow as tf
 
     from yolact import factory
     from yolact.detection import detect
     from yolact.export import export_onnx
+    from yolact.inference import OnnxNetwork
 
-    path = export_onnx(model, cfg, os.path.join(folder, "model.onnx"))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    network = OnnxNetwork(export_onnx(model, cfg, os.path.join(folder, "model.onnx")), threads)
     priors, params = factory.build_priors(cfg), factory.detection_params(cfg)
     det = tf.function(lambda o: detect(o, priors, params), jit_compile=True)
 
     def run(x):
-        out = dict(zip(names, session.run(None, {"images": np.asarray(x)})))
+        out = network(x)
         return dict(det({k: tf.constant(out[k]) for k in ("loc", "conf", "coef")}),
                     proto=out["proto"])
 

@@ -10,7 +10,7 @@ def small_config(**overrides):
     """The shapes preset shrunk to 64 px: fast enough for many train steps on CPU.
 
     Anchors follow the image size (official rule): the shapes preset's anchors in input
-    pixels (24..384) are meant for 160 px and would be as large as these whole images.
+    pixels (24..384) are meant for 128 px and would be as large as these whole images.
     """
     base = dict(IMG_SIZE=64, FPN_CHANNELS=16, PROTONET_CHANNELS=16, HEAD_CHANNELS=16,
                 NUM_MASK=4, NUM_MAX_PAD=4, WARMUP_ITERS=2, MASKS_TO_TRAIN=1000,

@@ -77,20 +77,20 @@ def inference_from_flags(flags_) -> dict:
 
     if input_kind(flags_.input) == "image":
         read_image(flags_.input)  # fail on an unreadable file before loading the model
+    if not flags_.weights and not flags_.onnx:
+        raise ValueError("inference.py needs -weights (or -onnx with an exported model.onnx)")
+    if flags_.onnx and not os.path.exists(flags_.onnx):
+        raise FileNotFoundError(f"-onnx: no such file {flags_.onnx!r}")
+    # With -onnx alone, the config.json beside model.onnx (export_savedmodel.py writes it).
+    cfg = load_config(flags_.name, None, flags_.label_map, flags_.override,
+                      flags_.weights or flags_.onnx)
     if flags_.onnx:
         from yolact.inference import OnnxNetwork
 
-        if not os.path.exists(flags_.onnx):
-            raise FileNotFoundError(f"-onnx: no such file {flags_.onnx!r}")
-        cfg = load_config(flags_.name, None, flags_.label_map, flags_.override,
-                          flags_.weights or flags_.onnx)
         network = OnnxNetwork(flags_.onnx, threads=flags_.onnx_threads)
         print(f"Network: onnxruntime on {flags_.onnx}")
         predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
-    elif not flags_.weights:
-        raise ValueError("inference.py needs -weights (or -onnx with an exported model.onnx)")
     else:
-        cfg = load_config(flags_.name, None, flags_.label_map, flags_.override, flags_.weights)
         model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
         predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
     options = OutputOptions(

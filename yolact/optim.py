@@ -52,11 +52,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError("set_length needs max_iter or steps")
         self.stretch.assign(float(num_iters) / float(self.nominal_length))
 
-    def decay_start(self) -> int:
-        """The iteration of the first step decay under the current stretch."""
-        first = self.steps[0] if self.steps else self.max_iter
+    def has_decayed(self, step: int) -> bool:
+        """Whether a step schedule has passed its first decay (under the current stretch)."""
+        if self.kind != "step" or not self.steps:
+            return False
         stretch = np.float32(ops.convert_to_numpy(self.stretch))
-        return int(np.floor(np.float32(first) * stretch))
+        return step >= int(np.floor(np.float32(self.steps[0]) * stretch))
 
     def _decayed(self, step):
         if self.kind == "step":

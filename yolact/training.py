@@ -274,9 +274,7 @@ class _TimeBudget:
     def refit(self, step: int, interval: int) -> bool:
         if self.seconds is None or (step - self.start_step) % max(interval, 1):
             return False
-        sched = self.trainer.schedule
-        if sched["kind"] == "step" and sched["lr_steps"] and \
-                step >= self.trainer.lr_schedule.decay_start():
+        if self.trainer.lr_schedule.has_decayed(step):
             return False
         elapsed = self.elapsed()
         rate = (step - self.start_step) / max(elapsed, 1e-9)
