@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import keras
 import pytest
 import tensorflow as tf
 
@@ -22,10 +23,12 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
        "CUDA_VISIBLE_DEVICES": "-1"}
 
 
-def make_trainer(tmp_path, strategy=None, **opts):
+def make_trainer(tmp_path, strategy=None, seed=0, **opts):
+    keras.utils.set_random_seed(seed)  # the same initial weights on every run
     cfg = small_config()
+    opts = {"lr": 0.01, **opts}
     options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "ckpt"), batch_size=4,
-                           max_iter=100, lr=0.01, strategy="default", **opts)
+                           max_iter=100, strategy="default", **opts)
     return Trainer(cfg, options, strategy=strategy)
 
 
@@ -102,7 +105,10 @@ def test_nan_loss_skips_the_update(tmp_path):
 
 
 def test_loss_decreases_on_a_fixed_batch(tmp_path):
-    trainer = make_trainer(tmp_path)
+    # lr 1e-2 (10x the official per-image rate, 2 warmup steps) diverged or let the mask
+    # term grow for ~5% of random initial weights (60 tried); at 5e-3 none of 60 failed
+    # (worst ratios: total 0.45, box 0.37, class 0.21, mask 1.005).
+    trainer = make_trainer(tmp_path, lr=5e-3)
     examples = synthetic_examples(trainer.cfg, 4, seed=1)
     losses = run_steps(trainer, examples, 60)
     first, last = losses[0], {k: np.mean([x[k] for x in losses[-3:]]) for k in losses[0]}
