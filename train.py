@@ -43,6 +43,9 @@ flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute with loss 
 flags.DEFINE_boolean("validate", True, "Run COCO evaluation on the val split.")
 flags.DEFINE_multi_string("override", [], "Config override KEY=VALUE (repeatable).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("nan_patience", 100, "After this many consecutive non-finite (skipped) "
+                     "steps, go back to the last checkpoint saved before them (at most 3 "
+                     "times, then stop with an error); 0 = only skip them.")
 flags.mark_flag_as_required("tfrecord_dir")
 
 

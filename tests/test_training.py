@@ -10,13 +10,13 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.train_utils import fixed_dataset_fn, small_config, synthetic_examples
-from yolact.training import TrainOptions, Trainer
+from yolact.training import TrainOptions, Trainer, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -51,7 +51,7 @@ REPLICA_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training import TrainOptions, Trainer, train
     out = {}
     examples = synthetic_examples(small_config(), 4, seed=3)
     for n in (1, 2):
@@ -104,6 +104,55 @@ def test_nan_loss_skips_the_update(tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(before, weights_of(trainer.model)))
 
 
+def scripted_dataset_fn(good, bad_batches, num_batches):
+    """dataset_fn: batch i is `good` (4 examples), or all-NaN images if i in bad_batches."""
+    bad = [dict(e, image=np.full_like(e["image"], np.nan)) for e in good]
+    batches = [bad if i in bad_batches else good for i in range(num_batches)]
+    stacked = {k: np.stack([e[k] for b in batches for e in b]) for k in good[0]}
+    return lambda ctx: tf.data.Dataset.from_tensor_slices(stacked).batch(4)
+
+
+def test_divergence_goes_back_to_the_last_checkpoint_before_it(tmp_path):
+    """Batches 6-8 are non-finite: after 3 of them (steps 7-9) the step-4 checkpoint is
+    restored and training goes on with batch 9 onwards, finishing at step 12."""
+    cfg = small_config()
+    good = synthetic_examples(cfg, 4)
+    options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "w"), batch_size=4,
+                           max_iter=12, lr=1e-3, strategy="default", save_interval=4,
+                           print_interval=1, nan_patience=3)
+    summary = train(cfg, options, dataset_fn=scripted_dataset_fn(good, {6, 7, 8}, 17))
+    assert summary["recoveries"] == [{"step": 9, "restored": 4}]
+    assert summary["step"] == 12 and summary["skipped_steps"] == 3
+    history = summary["history"]
+    assert [h["step"] for h in history] == list(range(1, 9)) + list(range(5, 13))
+    finite = [bool(np.isfinite(h["total"])) for h in history]
+    assert finite == [True] * 6 + [False] * 2 + [True] * 8
+    steps = sorted(int(p.name.split("-")[1].split(".")[0])
+                   for p in (tmp_path / "w").glob("ckpt-*.index"))
+    assert steps == [4, 8, 12]  # the first step 8 (non-finite) was not saved
+    restored = Trainer(cfg, options)
+    restored.restore(str(tmp_path / "w" / "ckpt-8"))
+    assert all(np.isfinite(w).all() for w in weights_of(restored.model))
+
+
+def test_divergence_without_a_checkpoint_or_after_three_recoveries_stops(tmp_path):
+    cfg = small_config()
+    good = synthetic_examples(cfg, 4)
+    options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "a"), batch_size=4,
+                           max_iter=12, lr=1e-3, strategy="default", save_interval=100,
+                           nan_patience=2)
+    with pytest.raises(RuntimeError, match=r"the 2 steps up to 3 all had a non-finite .* no "
+                                           r"checkpoint from before step 2"):
+        train(cfg, options, dataset_fn=scripted_dataset_fn(good, {1, 2}, 12))
+    # Always bad after step 2: recoveries at steps 4, 4, 4 back to 2, then the error; the
+    # checkpoint of step 2 stays the latest.
+    options.weights_dir, options.save_interval = str(tmp_path / "b"), 2
+    with pytest.raises(RuntimeError, match=r"diverged again: 2 non-finite steps up to 4 after "
+                                           r"3 recoveries; the last good checkpoint is .*ckpt-2"):
+        train(cfg, options, dataset_fn=scripted_dataset_fn(good, set(range(2, 12)), 12))
+    assert tf.train.latest_checkpoint(str(tmp_path / "b")).endswith("ckpt-2")
+
+
 def test_loss_decreases_on_a_fixed_batch(tmp_path):
     # lr 1e-2 (10x the official per-image rate, 2 warmup steps) diverged or let the mask
     # term grow for ~5% of random initial weights (60 tried); at 5e-3 none of 60 failed
@@ -121,7 +170,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
 SAVE_LOOP_SCRIPT = textwrap.dedent("""
     import sys
     from tests.train_utils import small_config
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training import TrainOptions, Trainer, train
     cfg = small_config(FPN_CHANNELS=128, PROTONET_CHANNELS=128, HEAD_CHANNELS=128)
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
                            max_iter=10, strategy="default", keep_checkpoints=2)
@@ -211,7 +260,7 @@ MULTIWORKER_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np, tensorflow as tf
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training import TrainOptions, Trainer, train
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cfg = small_config()
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
@@ -313,6 +362,8 @@ def test_time_budget_fits_the_run_and_stretches_the_schedule(tmp_path, monkeypat
 
 
 def test_time_budget_options_are_checked():
+    with pytest.raises(ValueError, match="nan_patience must be >= 0, got -1"):
+        TrainOptions(tfrecord_dir="", weights_dir="w", nan_patience=-1)
     for bad in (0, -1.0):
         with pytest.raises(ValueError, match="positive minutes, got"):
             TrainOptions(tfrecord_dir="", weights_dir="w", time_budget=bad)

@@ -58,8 +58,14 @@ class TrainOptions:
     keep_checkpoints: int = 3
     seed: int = 0
     log_images: int = 4
+    # Divergence: this many consecutive skipped (non-finite) steps go back to the last
+    # checkpoint saved before them, at most MAX_RECOVERIES times (0: only skip, as the
+    # official code does).
+    nan_patience: int = 100
 
     def __post_init__(self):
+        if self.nan_patience < 0:
+            raise ValueError(f"-nan_patience must be >= 0, got {self.nan_patience!r}")
         if self.time_budget is not None:
             if not self.time_budget > 0:
                 raise ValueError(f"-time_budget must be positive minutes, got {self.time_budget!r}")
@@ -271,6 +277,10 @@ class _TimeBudget:
     def spent(self) -> bool:
         return self.seconds is not None and self.elapsed() >= self.seconds
 
+    def rewind(self, steps: int) -> None:
+        """The step counter went back `steps` (a recovery): keep counting them as done."""
+        self.start_step -= steps
+
     def refit(self, step: int, interval: int) -> bool:
         if self.seconds is None or (step - self.start_step) % max(interval, 1):
             return False
@@ -280,6 +290,59 @@ class _TimeBudget:
         rate = (step - self.start_step) / max(elapsed, 1e-9)
         self.trainer.set_length(step + max(int((self.seconds - elapsed) * rate), 0))
         return True
+
+
+MAX_RECOVERIES = 3
+
+
+class _Divergence:
+    """Counts consecutive skipped steps; after `patience` of them, goes back.
+
+    Like Ultralytics' NaN recovery: the model and optimizer are restored from the
+    latest checkpoint saved before the run of bad steps (none is saved during one)
+    and training goes on with the next batches, at most MAX_RECOVERIES times; then,
+    or with no such checkpoint, a RuntimeError says what happened.
+    """
+
+    def __init__(self, trainer: "Trainer", patience: int):
+        self.trainer, self.patience = trainer, patience
+        self.skipped = self.total_skipped = int(trainer.skipped.numpy())
+        self.streak, self.recoveries = 0, []
+
+    def update(self) -> int:
+        """After a step: returns how many steps a recovery went back (0: none)."""
+        skipped = int(self.trainer.skipped.numpy())
+        self.streak = self.streak + 1 if skipped > self.skipped else 0
+        self.total_skipped += max(skipped - self.skipped, 0)
+        self.skipped = skipped
+        if not self.patience or self.streak < self.patience:
+            return 0
+        trainer, step = self.trainer, self.trainer.step
+        first_bad = step - self.streak + 1
+        saved = [p for p in trainer.manager.checkpoints if _checkpoint_step(p) < first_bad]
+        advice = (f"lower the learning rate (-lr, {trainer.schedule['lr']:g} now) or "
+                  f"lengthen the warmup (-warmup_iters, {trainer.schedule['warmup_iters']} now)")
+        if not saved:
+            raise RuntimeError(
+                f"training diverged: the {self.streak} steps up to {step} all had a non-finite "
+                f"loss or gradient and were skipped, and no checkpoint from before step "
+                f"{first_bad} is in {trainer.options.weights_dir} to go back to; {advice}")
+        if len(self.recoveries) >= MAX_RECOVERIES:
+            raise RuntimeError(
+                f"training diverged again: {self.streak} non-finite steps up to {step} after "
+                f"{MAX_RECOVERIES} recoveries; the last good checkpoint is {saved[-1]}; "
+                f"{advice}")
+        trainer.restore(saved[-1])
+        self.recoveries.append({"step": step, "restored": trainer.step})
+        print(f"\n{self.streak} consecutive non-finite steps up to step {step}: restored "
+              f"{saved[-1]} (step {trainer.step}), continuing with the next batches "
+              f"(recovery {len(self.recoveries)} of {MAX_RECOVERIES}).")
+        self.streak, self.skipped = 0, int(trainer.skipped.numpy())
+        return step - trainer.step
+
+
+def _checkpoint_step(path: str) -> int:
+    return int(path.rsplit("-", 1)[-1])
 
 
 class _StopFlag:
@@ -352,12 +415,18 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     bar = tqdm(total=max_iter, initial=start, desc="train", unit="it", dynamic_ncols=True)
     tick, seen = time.time(), 0
     budget = _TimeBudget(options.time_budget, trainer, start)
+    divergence = _Divergence(trainer, options.nan_patience)
     with _StopFlag() as flag:
         while trainer.step < max_iter and not flag.stop and not budget.spent():
             losses = {k: float(v) for k, v in trainer.train_step(iterator).items()}
-            step = trainer.step
             seen += options.batch_size
             bar.update(1)
+            back = divergence.update()
+            if back:
+                budget.rewind(back)
+                bar.update(-back)
+                continue
+            step = trainer.step
             if budget.refit(step, options.print_interval):
                 max_iter = trainer.schedule["max_iter"]
                 bar.total = max_iter
@@ -369,11 +438,15 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
                 bar.set_postfix({**{k: f"{losses[k]:.3f}" for k in LOSS_KEYS},
                                  "lr": f"{lr:.1e}", "img/s": f"{rate:.1f}"})
                 _write_scalars(writer, step, {**losses, "lr": lr, "images_per_sec": rate,
-                                              "skipped_steps": int(trainer.skipped.numpy())},
+                                              "skipped_steps": divergence.total_skipped},
                                "train")
                 history.append({"step": step, **losses, "lr": lr})
             if step % options.save_interval == 0:
-                trainer.save()
+                if divergence.streak:  # never keep weights from a run of bad steps
+                    print(f"\nstep {step}: checkpoint not saved, the last {divergence.streak} "
+                          f"steps were non-finite")
+                else:
+                    trainer.save()
             if evaluate_fn and options.val_interval and step % options.val_interval == 0:
                 best = _validate(trainer, evaluate_fn, writer, step, best)
     bar.close()
@@ -386,7 +459,8 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     writer.flush()
     summary = {"step": trainer.step, "max_iter": max_iter,
                "train_seconds": round(train_seconds, 1),
-               "skipped_steps": int(trainer.skipped.numpy()),
+               "skipped_steps": divergence.total_skipped,
+               "recoveries": divergence.recoveries,
                "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
                "interrupted": flag.stop}
     with open(os.path.join(options.weights_dir, "train_summary.json"), "w") as f:
@@ -451,7 +525,8 @@ def run_from_flags(flags_) -> dict:
         val_interval=flags_.val_interval, val_images=flags_.val_images, resume=flags_.resume,
         init_weights=flags_.init_weights, strategy=flags_.strategy,
         time_budget=flags_.time_budget,
-        mixed_precision=flags_.mixed_precision, seed=flags_.seed)
+        mixed_precision=flags_.mixed_precision, seed=flags_.seed,
+        nan_patience=flags_.nan_patience)
     evaluate_fn = None
     if flags_.validate:
         val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")
