@@ -51,7 +51,7 @@ REPLICA_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer, train
+    from yolact.training import TrainOptions, Trainer
     out = {}
     examples = synthetic_examples(small_config(), 4, seed=3)
     for n in (1, 2):
@@ -170,7 +170,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
 SAVE_LOOP_SCRIPT = textwrap.dedent("""
     import sys
     from tests.train_utils import small_config
-    from yolact.training import TrainOptions, Trainer, train
+    from yolact.training import TrainOptions, Trainer
     cfg = small_config(FPN_CHANNELS=128, PROTONET_CHANNELS=128, HEAD_CHANNELS=128)
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
                            max_iter=10, strategy="default", keep_checkpoints=2)
@@ -260,7 +260,7 @@ MULTIWORKER_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np, tensorflow as tf
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer, train
+    from yolact.training import TrainOptions, Trainer
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cfg = small_config()
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
