@@ -133,6 +133,7 @@ def test_divergence_goes_back_to_the_last_checkpoint_before_it(tmp_path):
     restored = Trainer(cfg, options)
     restored.restore(str(tmp_path / "w" / "ckpt-8"))
     assert all(np.isfinite(w).all() for w in weights_of(restored.model))
+    assert int(restored.skipped.numpy()) == 3  # the recovery kept the count of skipped steps
 
 
 def test_divergence_without_a_checkpoint_or_after_three_recoveries_stops(tmp_path):

@@ -306,14 +306,13 @@ class _Divergence:
 
     def __init__(self, trainer: "Trainer", patience: int):
         self.trainer, self.patience = trainer, patience
-        self.skipped = self.total_skipped = int(trainer.skipped.numpy())
+        self.skipped = int(trainer.skipped.numpy())  # all skipped steps, resumed ones too
         self.streak, self.recoveries = 0, []
 
     def update(self) -> int:
         """After a step: returns how many steps a recovery went back (0: none)."""
         skipped = int(self.trainer.skipped.numpy())
         self.streak = self.streak + 1 if skipped > self.skipped else 0
-        self.total_skipped += max(skipped - self.skipped, 0)
         self.skipped = skipped
         if not self.patience or self.streak < self.patience:
             return 0
@@ -333,11 +332,12 @@ class _Divergence:
                 f"{MAX_RECOVERIES} recoveries; the last good checkpoint is {saved[-1]}; "
                 f"{advice}")
         trainer.restore(saved[-1])
+        trainer.skipped.assign(skipped)  # the restore must not undo the count
         self.recoveries.append({"step": step, "restored": trainer.step})
         print(f"\n{self.streak} consecutive non-finite steps up to step {step}: restored "
               f"{saved[-1]} (step {trainer.step}), continuing with the next batches "
               f"(recovery {len(self.recoveries)} of {MAX_RECOVERIES}).")
-        self.streak, self.skipped = 0, int(trainer.skipped.numpy())
+        self.streak = 0
         return step - trainer.step
 
 
@@ -438,7 +438,7 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
                 bar.set_postfix({**{k: f"{losses[k]:.3f}" for k in LOSS_KEYS},
                                  "lr": f"{lr:.1e}", "img/s": f"{rate:.1f}"})
                 _write_scalars(writer, step, {**losses, "lr": lr, "images_per_sec": rate,
-                                              "skipped_steps": divergence.total_skipped},
+                                              "skipped_steps": divergence.skipped},
                                "train")
                 history.append({"step": step, **losses, "lr": lr})
             if step % options.save_interval == 0:
@@ -459,7 +459,7 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     writer.flush()
     summary = {"step": trainer.step, "max_iter": max_iter,
                "train_seconds": round(train_seconds, 1),
-               "skipped_steps": divergence.total_skipped,
+               "skipped_steps": divergence.skipped,
                "recoveries": divergence.recoveries,
                "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
                "interrupted": flag.stop}
