@@ -202,6 +202,20 @@ class YolactConfig:
         return dataclasses.replace(self, **_coerce(overrides))
 
 
+# The settings that define a trained network and what its outputs mean: a checkpoint
+# only continues (or is evaluated) under a config that agrees on all of them.
+MODEL_KEYS = ("NUM_CLASSES", "CLASS_NAMES", "BACKBONE", "BACKBONE_BLOCKS", "BACKBONE_ATTENTION",
+              "IMG_SIZE", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
+              "ANCHOR_SCALES", "SCALE_ANCHORS_WITH_IMG_SIZE", "ASPECT_RATIOS",
+              "USE_SQUARE_ANCHORS", "MEAN", "STD")
+
+
+def model_differences(a: "YolactConfig", b: "YolactConfig") -> dict:
+    """{key: (a's value, b's value)} for the MODEL_KEYS on which two configs differ."""
+    return {k: (getattr(a, k), getattr(b, k)) for k in MODEL_KEYS
+            if json.dumps(getattr(a, k)) != json.dumps(getattr(b, k))}
+
+
 def _coerce(overrides: dict) -> dict:
     """Check names and turn JSON lists into tuples."""
     names = {f.name: f for f in dataclasses.fields(YolactConfig)}
@@ -301,7 +315,10 @@ YOLACT_BASE = YolactConfig()
 
 YOLACT_RESNET50 = dataclasses.replace(YOLACT_BASE, NAME="yolact_resnet50", BACKBONE="resnet50")
 
-YOLACT_IM700 = dataclasses.replace(YOLACT_BASE, NAME="yolact_im700", IMG_SIZE=700)
+# Official data/config.py yolact_im700_config: max_size 700, masks_to_train 300 (anchor
+# scales follow IMG_SIZE through SCALES).
+YOLACT_IM700 = dataclasses.replace(YOLACT_BASE, NAME="yolact_im700", IMG_SIZE=700,
+                                   MASKS_TO_TRAIN=300)
 
 # The official DarkNet transform only scales to [0, 1] (no mean/std).
 YOLACT_DARKNET53 = dataclasses.replace(
@@ -380,6 +397,19 @@ PRESETS = {
 }
 
 
+def read_json(path: str, what: str = "JSON file"):
+    """json.load with a one-line error naming the file (truncated, empty, not JSON)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        reason = err.msg if err.doc.strip() else "empty file"
+        raise ValueError(f"{what} {path!r} is not valid JSON ({reason} at line {err.lineno} "
+                         f"column {err.colno}); is it truncated?") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path!r} is not a text JSON file ({err.reason})") from None
+
+
 def load_class_names(path: str) -> tuple:
     """Class names, in contiguous-id order, from a label map or annotation file.
 
@@ -389,8 +419,7 @@ def load_class_names(path: str) -> tuple:
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"label map / annotation file not found: {path!r}")
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json(path, "label map")
     if isinstance(data, dict) and "classes" in data:
         entries = sorted(data["classes"], key=lambda c: c["id"])
     elif isinstance(data, dict) and "categories" in data:
@@ -400,6 +429,9 @@ def load_class_names(path: str) -> tuple:
             f"{path!r} is neither a label map (key 'classes') nor a COCO annotation "
             f"file (key 'categories'); top-level keys: {sorted(data)[:10]}"
         )
+    missing = [c.get("id", i) for i, c in enumerate(entries) if "name" not in c]
+    if missing:
+        raise ValueError(f"{path!r}: classes without a 'name': ids {missing[:5]}")
     names = tuple(str(c["name"]) for c in entries)
     if not names:
         raise ValueError(f"{path!r} defines no classes")
@@ -411,7 +443,9 @@ def config_from_dataset(path: str, base: str = "yolact_base", name: str = "custo
     """A `custom` config whose classes come from a label map / annotation file."""
     names = load_class_names(path)
     cfg = get_config(base)
-    return cfg.replace(NAME=name, NUM_CLASSES=len(names), CLASS_NAMES=names, **overrides)
+    # Overrides (a NAME among them) win over the dataset's defaults.
+    return cfg.replace(**{"NAME": name, "NUM_CLASSES": len(names), "CLASS_NAMES": names,
+                          **overrides})
 
 
 def get_config(name: str, **overrides: Any) -> YolactConfig:
@@ -441,8 +475,7 @@ def from_json(path: str, **overrides) -> YolactConfig:
     """Read a config JSON (all keys optional; missing ones take yolact_base defaults)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"config JSON not found: {path!r}")
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json(path, "config JSON")
     if not isinstance(data, dict):
         raise ValueError(f"config JSON {path!r} must hold an object, got {type(data).__name__}")
     data.update(overrides)
@@ -477,6 +510,7 @@ def scaled_schedule(cfg: YolactConfig, batch_size: int) -> dict:
         "warmup_iters": cfg.WARMUP_ITERS,
         "lr_steps": tuple(int(s // factor) for s in cfg.LR_STEPS),
         "max_iter": int(cfg.MAX_ITER // factor),
+        "gamma": cfg.LR_GAMMA,
         "kind": cfg.LR_SCHEDULE,
         "final_ratio": cfg.LR_FINAL_RATIO,
     }

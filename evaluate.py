@@ -32,9 +32,9 @@ flags.mark_flags_as_required(["tfrecord_dir", "weights"])
 
 def main(argv):
     del argv
-    from yolact.cli import evaluate_from_flags
+    from yolact.console import run_cli
 
-    evaluate_from_flags(FLAGS)
+    run_cli("yolact.cli", "evaluate_from_flags", FLAGS)
 
 
 if __name__ == "__main__":

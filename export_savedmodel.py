@@ -28,9 +28,9 @@ flags.mark_flags_as_required(["weights", "export_dir"])
 
 def main(argv):
     del argv
-    from yolact.cli import export_from_flags
+    from yolact.console import run_cli
 
-    export_from_flags(FLAGS)
+    run_cli("yolact.cli", "export_from_flags", FLAGS)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ per-instance PNG masks and a COCO-style results.json (RLE masks); see
 yolact/inference_io.py. A folder run skips unreadable files and reports them.
 """
 
-import sys
-
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -43,12 +41,9 @@ flags.mark_flags_as_required(["input", "output_dir"])
 
 def main(argv):
     del argv
-    from yolact.cli import inference_from_flags
+    from yolact.console import run_cli
 
-    try:
-        inference_from_flags(FLAGS)
-    except (OSError, ValueError) as err:  # unreadable inputs, bad paths or settings
-        sys.exit(f"error: {err}")
+    run_cli("yolact.cli", "inference_from_flags", FLAGS)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ flags.mark_flag_as_required("tfrecord_dir")
 
 def main(argv):
     del argv
-    from yolact.training import run_from_flags
+    from yolact.console import run_cli
 
-    run_from_flags(FLAGS)
+    run_cli("yolact.training", "run_from_flags", FLAGS)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from config import YolactConfig, scaled_schedule
 from yolact import factory
+from yolact.console import one_line
 from yolact.losses import combine, loss_terms
 from yolact.optim import TorchSGD, WarmupSchedule
 
@@ -62,10 +63,28 @@ class TrainOptions:
     # checkpoint saved before them, at most MAX_RECOVERIES times (0: only skip, as the
     # official code does).
     nan_patience: int = 100
+    # Config keys the user set explicitly (-override): -max_iter does not rescale them.
+    explicit_keys: frozenset = frozenset()
 
     def __post_init__(self):
-        if self.nan_patience < 0:
-            raise ValueError(f"-nan_patience must be >= 0, got {self.nan_patience!r}")
+        def check(flag, value, ok, want):
+            if value is not None and not ok(value):
+                raise ValueError(f"-{flag} must be {want}, got {value!r}")
+
+        check("batch_size", self.batch_size, lambda v: v >= 1, "a positive integer")
+        check("lr", self.lr, lambda v: v > 0 and np.isfinite(v), "a positive number")
+        check("momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+        check("weight_decay", self.weight_decay, lambda v: 0 <= v < np.inf, ">= 0")
+        check("max_iter", self.max_iter, lambda v: v >= 1, "a positive integer")
+        check("warmup_iters", self.warmup_iters, lambda v: v >= 0, ">= 0")
+        check("lr_steps", self.lr_steps, lambda v: all(s >= 1 for s in v),
+              "positive iteration numbers")
+        check("print_interval", self.print_interval, lambda v: v >= 1, "a positive integer")
+        check("save_interval", self.save_interval, lambda v: v >= 1, "a positive integer")
+        check("val_interval", self.val_interval, lambda v: v >= 0, ">= 0 (0: at the end)")
+        check("val_images", self.val_images, lambda v: v >= 0, ">= 0 (0: all)")
+        check("keep_checkpoints", self.keep_checkpoints, lambda v: v >= 1, "a positive integer")
+        check("nan_patience", self.nan_patience, lambda v: v >= 0, ">= 0")
         if self.time_budget is not None:
             if not self.time_budget > 0:
                 raise ValueError(f"-time_budget must be positive minutes, got {self.time_budget!r}")
@@ -107,9 +126,11 @@ def schedule_for(cfg: YolactConfig, options: TrainOptions) -> dict:
     if options.lr is not None:
         sched["lr"] = options.lr
     if options.max_iter is not None:
-        # A shorter run keeps the official step positions relative to its length.
-        ratio = options.max_iter / max(sched["max_iter"], 1)
-        sched["lr_steps"] = tuple(int(s * ratio) for s in sched["lr_steps"])
+        # A shorter run keeps the config's step positions relative to its length, unless
+        # the user set the steps (-override LR_STEPS=...): those are kept as given.
+        if "LR_STEPS" not in options.explicit_keys:
+            ratio = options.max_iter / max(sched["max_iter"], 1)
+            sched["lr_steps"] = tuple(int(s * ratio) for s in sched["lr_steps"])
         sched["max_iter"] = options.max_iter
     if options.lr_steps is not None:
         sched["lr_steps"] = tuple(options.lr_steps)
@@ -158,7 +179,7 @@ class Trainer:
             sched = self.schedule
             self.lr_schedule = WarmupSchedule(
                 sched["lr"], sched["warmup_init_lr"], sched["warmup_iters"], sched["lr_steps"],
-                cfg.LR_GAMMA, kind=sched["kind"], max_iter=sched["max_iter"],
+                sched["gamma"], kind=sched["kind"], max_iter=sched["max_iter"],
                 final_ratio=sched["final_ratio"])
             optimizer = TorchSGD(
                 learning_rate=self.lr_schedule,
@@ -239,11 +260,33 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def restore(self, path: str | None = None) -> str | None:
-        """Restore `path` or the latest checkpoint in weights_dir; returns what was loaded."""
-        path = path or self.manager.latest_checkpoint
+        """Restore `path`, or the newest intact checkpoint in weights_dir; returns what
+        was loaded (None: nothing there).
+
+        A damaged newest checkpoint (deleted or truncated files, e.g. a disk that filled
+        up) is reported and the next older one is used, as far back as the manager
+        keeps them; if none can be read, a ValueError names each file and its error.
+        """
         if path:
             self.checkpoint.restore(path).assert_existing_objects_matched()
-        return path
+            return path
+        candidates = list(reversed(self.manager.checkpoints))
+        failures = []
+        for candidate in candidates:
+            try:
+                self.checkpoint.restore(candidate).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as err:
+                reason = one_line(err)
+                failures.append(f"{candidate} ({reason})")
+                print(f"Checkpoint {candidate} cannot be read ({reason}); trying an older one.")
+                continue
+            if failures:
+                print(f"Fell back to {candidate}: the newer checkpoint(s) are damaged.")
+            return candidate
+        if failures:
+            raise ValueError(f"no checkpoint in {self.options.weights_dir!r} can be read: "
+                             + "; ".join(failures))
+        return None
 
     def save(self) -> str:
         """Write a checkpoint (TF writes the data files first and the index last)."""
@@ -345,6 +388,63 @@ def _checkpoint_step(path: str) -> int:
     return int(path.rsplit("-", 1)[-1])
 
 
+def clean_checkpoint_dir(weights_dir: str) -> list:
+    """Remove what a killed save leaves behind; returns the removed paths.
+
+    tf.train.Checkpoint writes <prefix>_temp/ and the data shards before the .index,
+    so a kill leaves a temp folder or data files of a step whose index never came;
+    config.json.tmp* files come from a killed config write.
+    """
+    import glob
+    import shutil
+
+    removed = []
+    for path in sorted(glob.glob(os.path.join(weights_dir, "ckpt-*"))):
+        name = os.path.basename(path)
+        if os.path.isdir(path) and name.endswith("_temp"):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif ".data-" in name and not os.path.exists(path.split(".data-")[0] + ".index"):
+            os.remove(path)
+            removed.append(path)
+    for path in glob.glob(os.path.join(weights_dir, "*.tmp*")):
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def check_run_folder(cfg: YolactConfig, weights_dir: str) -> None:
+    """Refuse to train `cfg` into a folder whose checkpoints belong to another network.
+
+    Checked before anything is written, so a refused command leaves the folder (its
+    config.json, checkpoints, best/) as it was.
+    """
+    from config import from_json, model_differences
+
+    saved_path = os.path.join(weights_dir, "config.json")
+    if not tf.train.latest_checkpoint(weights_dir) or not os.path.exists(saved_path):
+        return
+    saved = from_json(saved_path)
+    diff = model_differences(saved, cfg)
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diff.items())[:4])
+        raise ValueError(
+            f"-weights {weights_dir!r} holds checkpoints of config {saved.NAME!r} "
+            f"({saved_path}), which is not the network of config {cfg.NAME!r} asked for now "
+            f"({shown}); use another -weights folder, or the same -name/-override as that run")
+
+
+def pipeline_seed(seed: int, step: int) -> int:
+    """The data stream's seed for a run starting at `step`.
+
+    With a fixed seed a resumed run would replay the first batches (file order, shuffle
+    and augmentation) of the run before it; mixing in the start step gives each resume
+    a new stream, still reproducible from (seed, step).
+    """
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 class _StopFlag:
     """Set by SIGINT / SIGTERM so the loop can save before exiting."""
 
@@ -384,12 +484,12 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     """
     from tqdm import tqdm
 
-    from data.pipeline import build_dataset
-
     keras.utils.set_random_seed(options.seed)
+    check_run_folder(cfg, options.weights_dir)
     trainer = Trainer(cfg, options)
-    os.makedirs(options.weights_dir, exist_ok=True)
-    cfg.to_json(os.path.join(options.weights_dir, "config.json"))
+    if os.path.isdir(options.weights_dir):
+        for path in clean_checkpoint_dir(options.weights_dir):
+            print(f"Removed {path} (left by an interrupted save)")
     loaded = trainer.restore() if options.resume else None
     if loaded is None and options.init_weights:
         from yolact.checkpoints import load_weights
@@ -401,11 +501,10 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     if dataset_fn is None:
         if not tf.io.gfile.glob(pattern):
             raise FileNotFoundError(f"no training shards match {pattern!r}")
-
-        def dataset_fn(ctx):
-            return build_dataset(pattern, cfg, training=True, batch_size=options.batch_size,
-                                 input_context=ctx, seed=options.seed)
-
+        dataset_fn = tfrecord_dataset_fn(pattern, cfg, options, trainer.step)
+    print(format_schedule(trainer.schedule, options, trainer.step))
+    os.makedirs(options.weights_dir, exist_ok=True)
+    cfg.to_json(os.path.join(options.weights_dir, "config.json"))
     dataset = trainer.strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dataset)
     max_iter = trainer.schedule["max_iter"]
@@ -418,7 +517,13 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     divergence = _Divergence(trainer, options.nan_patience)
     with _StopFlag() as flag:
         while trainer.step < max_iter and not flag.stop and not budget.spent():
-            losses = {k: float(v) for k, v in trainer.train_step(iterator).items()}
+            try:
+                losses = {k: float(v) for k, v in trainer.train_step(iterator).items()}
+            except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as err:
+                bar.close()
+                if trainer.step > start and not divergence.streak:
+                    print(f"Saved {trainer.save()} before stopping.")
+                raise ValueError(_input_failure(pattern, err)) from None
             seen += options.batch_size
             bar.update(1)
             back = divergence.update()
@@ -452,20 +557,69 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
     bar.close()
     train_seconds = budget.elapsed()
     trainer.save()
-    if flag.stop:
-        print(f"Interrupted at step {trainer.step}: checkpoint saved, resume with -resume.")
-    elif evaluate_fn and (not options.val_interval or trainer.step % options.val_interval):
-        best = _validate(trainer, evaluate_fn, writer, trainer.step, best)
-    writer.flush()
     summary = {"step": trainer.step, "max_iter": max_iter,
                "train_seconds": round(train_seconds, 1),
                "skipped_steps": divergence.skipped,
                "recoveries": divergence.recoveries,
                "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
                "interrupted": flag.stop}
-    with open(os.path.join(options.weights_dir, "train_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
+    # Written before the final validation too, so that a failing one loses nothing.
+    summary_path = os.path.join(options.weights_dir, "train_summary.json")
+    _write_json_atomic(summary_path, summary)
+    if flag.stop:
+        print(f"Interrupted at step {trainer.step}: checkpoint saved, resume with -resume.")
+    elif evaluate_fn and (not options.val_interval or trainer.step % options.val_interval):
+        summary["best"] = _validate(trainer, evaluate_fn, writer, trainer.step, best)
+        _write_json_atomic(summary_path, summary)
+    writer.flush()
     return summary
+
+
+def _write_json_atomic(path: str, data) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def _input_failure(pattern: str, err: Exception) -> str:
+    """The message for a training input that broke: which shard, or that it is empty."""
+    from data.pipeline import find_damaged_shards
+
+    files = sorted(tf.io.gfile.glob(pattern))
+    if isinstance(err, tf.errors.OutOfRangeError):
+        return (f"the training input ran out of records ({pattern!r}, {len(files)} shard(s)): "
+                f"the shards hold no usable examples; re-create them with "
+                f"data.coco_tfrecord_creator and check its summary")
+    damaged = find_damaged_shards(files)
+    if damaged:
+        return "damaged training shard(s): " + "; ".join(f"{f}: {m}" for f, m in damaged)
+    return f"reading the training shards {pattern!r} failed: {one_line(err)}"
+
+
+def tfrecord_dataset_fn(pattern: str, cfg: YolactConfig, options: TrainOptions, step: int):
+    """dataset_fn(input_context) over the training shards, seeded for a start at `step`."""
+    from data.pipeline import build_dataset
+
+    seed = pipeline_seed(options.seed, step)
+
+    def dataset_fn(ctx):
+        return build_dataset(pattern, cfg, training=True, batch_size=options.batch_size,
+                             input_context=ctx, seed=seed)
+
+    return dataset_fn
+
+
+def format_schedule(sched: dict, options: TrainOptions, step: int) -> str:
+    """One line with the resolved schedule, printed at the start of every run."""
+    if sched["kind"] == "step":
+        decay = f"x{sched['gamma']:g} at {list(sched['lr_steps'])}"
+    else:
+        decay = f"{sched['kind']} to x{sched['final_ratio']:g}"
+    return (f"Schedule: batch {options.batch_size}, lr {sched['lr']:g} (warmup "
+            f"{sched['warmup_iters']} it from {sched['warmup_init_lr']:g}), {decay}, "
+            f"max_iter {sched['max_iter']}" + (f", starting at step {step}" if step else "")
+            + (", fitted to -time_budget" if options.time_budget else ""))
 
 
 def _validate(trainer: Trainer, evaluate_fn, writer, step: int, best: dict) -> dict:
@@ -490,29 +644,44 @@ def _validate(trainer: Trainer, evaluate_fn, writer, step: int, best: dict) -> d
 
 def resolve_config(name: str, tfrecord_dir: str | None, label_map: str | None = None,
                    overrides: dict | None = None) -> YolactConfig:
-    """Preset by name; an unknown name is a custom dataset whose classes come from
-    its label map (default <tfrecord_dir>/label_map.json)."""
+    """Preset by name; any other name is a custom dataset whose classes come from its
+    label map (default <tfrecord_dir>/label_map.json), on the yolact_base network.
+
+    A name close to a preset's (``shaeps``) is taken for a typo and refused: it would
+    otherwise train a custom R101 model without a word.
+    """
+    import difflib
+
     from config import PRESETS, get_config
 
     overrides = dict(overrides or {})
     if name in PRESETS and label_map is None:
         return get_config(name, **overrides)
+    presets = ", ".join(PRESETS)
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name.lower(), PRESETS, n=1, cutoff=0.75)
+        if close:
+            raise ValueError(
+                f"-name {name!r} is not a preset; did you mean {close[0]!r}? Presets: "
+                f"{presets}. A custom dataset takes any other name (e.g. -name my_dataset) "
+                f"and its classes from -label_map or <tfrecord_dir>/label_map.json")
     label_map = label_map or os.path.join(tfrecord_dir or ".", "label_map.json")
     if not os.path.exists(label_map):
         raise FileNotFoundError(
-            f"-name {name!r} is not a preset ({', '.join(PRESETS)}) so it needs a label map; "
-            f"none at {label_map!r} (pass -label_map)")
+            f"-name {name!r} is not a preset ({presets}) so it is a custom dataset and needs "
+            f"a label map; none at {label_map!r} (pass -label_map, or -tfrecord_dir with the "
+            f"label_map.json that data.coco_tfrecord_creator writes)")
     if name in PRESETS:
         return get_config(name, label_map=label_map, **overrides)
-    return get_config("custom", label_map=label_map, NAME=name, **overrides)
+    return get_config("custom", label_map=label_map, **{"NAME": name, **overrides})
 
 
 def run_from_flags(flags_) -> dict:
     """Entry point of train.py: flags -> config, options, evaluation -> train()."""
     from config import parse_overrides
 
-    cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map,
-                         parse_overrides(flags_.override))
+    overrides = parse_overrides(flags_.override)
+    cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map, overrides)
     if flags_.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     options = TrainOptions(
@@ -526,12 +695,15 @@ def run_from_flags(flags_) -> dict:
         init_weights=flags_.init_weights, strategy=flags_.strategy,
         time_budget=flags_.time_budget,
         mixed_precision=flags_.mixed_precision, seed=flags_.seed,
-        nan_patience=flags_.nan_patience)
+        nan_patience=flags_.nan_patience, explicit_keys=frozenset(overrides))
     evaluate_fn = None
     if flags_.validate:
         val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")
         if tf.io.gfile.glob(val_pattern):
+            from data.pipeline import check_shards
             from yolact.evaluation import make_validation_fn
+
+            check_shards(val_pattern)  # a damaged val shard fails now, not after training
 
             evaluate_fn = make_validation_fn(cfg, flags_.tfrecord_dir,
                                              max_images=flags_.val_images or None,
