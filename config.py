@@ -404,7 +404,7 @@ def read_json(path: str, what: str = "JSON file"):
             return json.load(f)
     except json.JSONDecodeError as err:
         reason = err.msg if err.doc.strip() else "empty file"
-        raise ValueError(f"{what} {path!r} is not valid JSON ({reason} at line {err.lineno} "
+        raise ValueError(f"{what} {path!r} is not valid JSON ({reason}; line {err.lineno} "
                          f"column {err.colno}); is it truncated?") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{what} {path!r} is not a text JSON file ({err.reason})") from None

@@ -23,6 +23,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from config import MEAN_RGB
 from yolact.ops.backend import get_ops
 from yolact.ops.masks import resize_binarize_masks
 
@@ -41,7 +42,7 @@ class AugmentParams:
     """Plain settings of `augment` (no config object inside the ops)."""
 
     img_size: int
-    mean: tuple  # RGB, 0..255 scale
+    mean: tuple  # RGB, 0..255 scale: the normalization (image - mean) / std
     std: tuple  # RGB
     photometric: bool = True
     expand: bool = True
@@ -49,6 +50,11 @@ class AugmentParams:
     mirror: bool = True
     max_expand_ratio: float = 4.0
     discard_box_size: float = 4 / 550
+    # Canvas colour of Expand, RGB pixels (0..255), whatever the normalization:
+    # official SSDAugmentation builds Expand(MEANS) with the ImageNet means for every
+    # backbone, also DarkNet, whose BackboneTransform only divides by 255 (there MEAN
+    # is 0 and STD 255, so filling with `mean` would give black canvases).
+    expand_fill: tuple = MEAN_RGB
 
     @classmethod
     def from_config(cls, cfg, enabled: bool = True) -> "AugmentParams":
@@ -325,7 +331,7 @@ def augment(image, boxes, masks, is_crowd, labels, params: AugmentParams, seed):
     if params.photometric:
         image = photometric_distort(image, s[0])
     if params.expand:
-        image, boxes, masks = random_expand(image, boxes, masks, s[1], params.mean,
+        image, boxes, masks = random_expand(image, boxes, masks, s[1], params.expand_fill,
                                             params.max_expand_ratio)
     if params.crop:
         image, boxes, masks, is_crowd, labels = random_sample_crop(

@@ -3,6 +3,10 @@
 python -m data.coco_tfrecord_creator -train_image_dir D/images/train \
     -train_annotations_file D/annotations/train.json -val_image_dir D/images/val \
     -val_annotations_file D/annotations/val.json -output_dir tfrecords -num_workers 2
+
+User errors (missing or damaged inputs, nothing written, a folder holding another
+dataset's split) print one line `error: <message>` on stderr and exit with status 2
+(yolact.console.run_cli, as every CLI here); set YOLACT_DEBUG=1 to get the traceback.
 """
 
 from absl import app, flags
@@ -31,10 +35,9 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    f = flags.FLAGS
-    create_tfrecords(f.output_dir, f.train_image_dir, f.val_image_dir,
-                     f.train_annotations_file, f.val_annotations_file, f.dataset,
-                     f.num_shards, f.num_workers, f.label_map, f.keep_empty_train)
+    from yolact.console import run_cli  # noqa: PLC0415
+
+    run_cli("data.creator", "create_from_flags", flags.FLAGS)
 
 
 if __name__ == "__main__":

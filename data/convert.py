@@ -17,6 +17,7 @@ Object:
 import collections
 import io
 import os
+import re
 
 import cv2
 import numpy as np
@@ -33,6 +34,11 @@ class SkipImage(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def _message(err: Exception) -> str:
+    """str(err) without the repr of an in-memory file object (it names no file)."""
+    return re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(err))
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -54,14 +60,15 @@ def load_image(record: dict):
     through when they are an 8-bit 3-channel JPEG or PNG; otherwise the pixels are
     normalized to RGB and re-encoded (JPEG quality 95 for JPEG sources, PNG for the
     rest) and `note` names what was converted (e.g. "png_RGBA"), else note is None.
-    Raises SkipImage("missing_file" | "unreadable" | "truncated" | "corrupt").
+    Raises SkipImage("missing_file" | "unreadable" | "truncated" | "corrupt") whose
+    detail names the file (e.g. "corrupt image /d/a.jpg: cannot identify image file").
     """
     data = record.get("image_bytes")
+    where = record.get("image_path") or record.get("filename", "")
     if data is None:
-        path = record["image_path"]
-        if not os.path.isfile(path):
-            raise SkipImage("missing_file", path)
-        with open(path, "rb") as f:
+        if not os.path.isfile(where):
+            raise SkipImage("missing_file", f"image file not found: {where}")
+        with open(where, "rb") as f:
             data = f.read()
     try:
         img = Image.open(io.BytesIO(data))
@@ -72,13 +79,15 @@ def load_image(record: dict):
             # so a truncated or corrupt file fails here as in a full decode.
             img.draft(mode, (max(width // 8, 1), max(height // 8, 1)))
         img.load()
-    except UnidentifiedImageError as e:
-        raise SkipImage("unreadable", str(e)) from None
+    except UnidentifiedImageError:
+        raise SkipImage("unreadable", f"corrupt image {where}: cannot identify image file "
+                                      f"({len(data)} bytes)") from None
     except OSError as e:
-        reason = "truncated" if "truncated" in str(e) else "corrupt"
-        raise SkipImage(reason, str(e)) from None
+        reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        raise SkipImage(reason, f"{reason} image {where}: {_message(e)}") from None
     except Exception as e:  # noqa: BLE001 -- any decoder failure means a bad file
-        raise SkipImage("corrupt", f"{type(e).__name__}: {e}") from None
+        raise SkipImage("corrupt", f"corrupt image {where}: {type(e).__name__}: "
+                                   f"{_message(e)}") from None
     png_depth = data[24] if fmt == "PNG" and len(data) > 25 else 8
     if fmt in _JPEG_FORMATS and mode == "RGB":
         return data, "jpeg", height, width, None
@@ -93,7 +102,7 @@ def load_image(record: dict):
         ok, buf = cv2.imencode(".png", bgr)
         out_fmt = "png"
     if not ok:
-        raise SkipImage("corrupt", f"re-encoding the {note} image failed")
+        raise SkipImage("corrupt", f"re-encoding the {note} image {where} failed")
     return buf.tobytes(), out_fmt, height, width, note
 
 
@@ -125,7 +134,7 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
 
 
 def _object_mask(obj: dict, height: int, width: int):
-    """(uint8 [H, W] 0/1 mask, None) or (None, drop reason)."""
+    """(uint8 [H, W] 0/1 mask, possibly all zero, None) or (None, drop reason)."""
     mask = obj.get("mask")
     if mask is None:
         seg = obj.get("segmentation")
@@ -138,18 +147,42 @@ def _object_mask(obj: dict, height: int, width: int):
     mask = np.asarray(mask)
     if mask.shape != (height, width):
         return None, "invalid_segmentation"
-    if not mask.any():
-        box = obj.get("bbox")
-        if (box is not None and box[2] > box[0] and box[3] > box[1]
-                and (min(box[2], width) <= max(box[0], 0)
-                     or min(box[3], height) <= max(box[1], 0))):
-            return None, "outside_image"  # a real box, but entirely off the image
-        return None, "zero_area"
-    if mask.dtype != np.uint8 or mask.max() > 1:
+    if mask.dtype != np.uint8 or mask.max(initial=0) > 1:
         mask = (mask > 0).astype(np.uint8)
     if not mask.flags.c_contiguous:  # pycocotools returns Fortran order
         mask = cv2.transpose(np.ascontiguousarray(mask.T))
     return mask, None
+
+
+def clip_box(box, height: int, width: int):
+    """[x1, y1, x2, y2] pixels clipped to the image, or None (no box, or none of it inside)."""
+    if box is None:
+        return None
+    x1, y1 = max(float(box[0]), 0.0), max(float(box[1]), 0.0)
+    x2, y2 = min(float(box[2]), float(width)), min(float(box[3]), float(height))
+    return [x1, y1, x2, y2] if x2 > x1 and y2 > y1 else None
+
+
+def _object_box(obj: dict, mask: np.ndarray):
+    """(pixel box [x1, y1, x2, y2], None) or (None, drop reason).
+
+    Official data/coco.py COCOAnnotationTransform takes the box from the annotation's
+    "bbox" ([x, y, w, h] -> x1, y1, x+w, y+h), whatever the mask, so an object whose
+    mask rasterizes to nothing is kept with its box. Here that box is clipped to the
+    image (the official code clips only in RandomSampleCrop); without a usable bbox the
+    box is the pixel extent of the mask (x2/y2 exclusive), and an object with neither
+    is dropped.
+    """
+    height, width = mask.shape
+    box = clip_box(obj.get("bbox"), height, width)
+    if box is not None:
+        return box, None
+    if mask.any():
+        return [float(v) for v in _extent(mask)], None
+    src = obj.get("bbox")
+    if src is not None and src[2] > src[0] and src[3] > src[1]:
+        return None, "outside_image"  # a real box, but entirely off the image
+    return None, "zero_area"
 
 
 def _extent(mask: np.ndarray):
@@ -159,34 +192,26 @@ def _extent(mask: np.ndarray):
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _json_annotation(obj: dict, mask: np.ndarray, extent, is_crowd: bool) -> dict:
+def _json_annotation(obj: dict, mask: np.ndarray, box, is_crowd: bool) -> dict:
     """The COCO annotation written to <split>_annotations.json for a kept object.
 
-    A source annotation is kept as is (segmentation, area, ids), its bbox clipped to
-    the image; objects without one get a compressed RLE of their mask. "id" and
-    "image_id" are set by the creator.
+    A source annotation is kept as is (segmentation, area, ids) with its bbox set to
+    the object's box (the source bbox clipped to the image, or the mask extent);
+    objects without one get a compressed RLE of their mask. "id" and "image_id" are
+    set by the creator.
     """
     h, w = mask.shape
-    x1, y1, x2, y2 = extent
+    x1, y1, x2, y2 = box
+    bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
     ann = obj.get("annotation")
     if ann is not None:
-        ann = dict(ann)
-        box = ann.get("bbox")
-        if box is not None and len(box) == 4:
-            bx1, by1 = max(float(box[0]), 0.0), max(float(box[1]), 0.0)
-            bx2 = min(float(box[0]) + float(box[2]), float(w))
-            by2 = min(float(box[1]) + float(box[3]), float(h))
-            if bx2 > bx1 and by2 > by1:
-                ann["bbox"] = [bx1, by1, bx2 - bx1, by2 - by1]
-                return ann
-        ann["bbox"] = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
-        return ann
+        return dict(ann, bbox=bbox)
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {
         "category_id": int(obj["category_id"]),
         "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
         "area": float(mask.sum()),
-        "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+        "bbox": bbox,
         "iscrowd": int(is_crowd),
     }
 
@@ -195,8 +220,9 @@ def convert_objects(objects: list, height: int, width: int, label_map: dict):
     """Objects -> (feature lists, json annotations, Counter of drop reasons).
 
     label_map: {source category id: (contiguous id 1..C, name)}. Masks are clipped to
-    the image by construction; the box of an object is the pixel extent of its mask,
-    x2/y2 exclusive, divided by width/height.
+    the image by construction; boxes come from `_object_box` (source bbox clipped to
+    the image, else the mask extent), divided by width/height. An object with a box
+    but an empty mask is kept (all-zero mask, area 0), as in the official code.
     """
     feats = {k: [] for k in ("boxes", "labels", "texts", "is_crowd", "areas", "masks")}
     anns, dropped = [], collections.Counter()
@@ -205,11 +231,13 @@ def convert_objects(objects: list, height: int, width: int, label_map: dict):
             dropped["unknown_category"] += 1
             continue
         mask, reason = _object_mask(obj, height, width)
-        if mask is None:
+        if mask is not None:
+            box, reason = _object_box(obj, mask)
+        if reason is not None:
             dropped[reason] += 1
             continue
         label, name = label_map[int(obj["category_id"])]
-        x1, y1, x2, y2 = _extent(mask)
+        x1, y1, x2, y2 = box
         ok, png = cv2.imencode(".png", mask)
         if not ok:
             raise RuntimeError(f"PNG encoding of a {mask.shape} mask failed")
@@ -220,7 +248,7 @@ def convert_objects(objects: list, height: int, width: int, label_map: dict):
         feats["is_crowd"].append(int(is_crowd))
         feats["areas"].append(float(mask.sum()))
         feats["masks"].append(png.tobytes())
-        anns.append(_json_annotation(obj, mask, (x1, y1, x2, y2), is_crowd))
+        anns.append(_json_annotation(obj, mask, box, is_crowd))
     return feats, anns, dropped
 
 
@@ -233,8 +261,8 @@ def convert_record(record: dict, label_map: dict) -> dict:
         expected = (record.get("height"), record.get("width"))
         if None not in expected and tuple(int(v) for v in expected) != (height, width):
             raise SkipImage("size_mismatch",
-                            f"annotation says {expected[0]}x{expected[1]}, "
-                            f"image is {height}x{width}")
+                            f"{record.get('image_path') or name}: annotation says "
+                            f"{expected[0]}x{expected[1]}, image is {height}x{width}")
         objects = record.get("objects")
         if objects is None:
             fn, arg = record["load_objects"]
@@ -243,7 +271,8 @@ def convert_record(record: dict, label_map: dict) -> dict:
             except FileNotFoundError as e:
                 raise SkipImage("missing_annotation", str(e)) from None
             except Exception as e:  # noqa: BLE001 -- any reader failure: skip the image
-                raise SkipImage("unreadable_annotation", f"{type(e).__name__}: {e}") from None
+                raise SkipImage("unreadable_annotation",
+                                f"{arg}: {type(e).__name__}: {e}") from None
         feats, anns, dropped = convert_objects(objects, height, width, label_map)
     except SkipImage as e:
         return {"ok": False, "reason": e.reason, "detail": e.detail, "filename": name}

@@ -5,9 +5,14 @@ Per split it writes, in output_dir:
   <split>-0000k-of-0000N.tfrecord   records round-robin over N shards, in source order
   <split>_annotations.json          COCO json of exactly what was written (source ids)
   <split>_summary.json              images written/skipped (reason), instances per class,
-                                    dropped annotations (reason), converted images
+                                    dropped annotations (reason), converted images, and
+                                    "source_annotations": the COCO json it was made from
 and once: label_map.json ({"dataset", "classes": [{"id", "name", "source_id"}]}).
-Every file is written to <name>.tmp and renamed, so a failure leaves no partial file.
+A run is all or nothing: every file is written as <name>.tmp and all are renamed into
+place only when every split succeeded, so a failed run (an error, no image written in a
+split, Ctrl-C) leaves the folder as it was; .tmp files of a killed run are removed by the
+next run into the folder. A split this run does not write is kept only if label_map.json
+says it was made with the same label map and dataset; otherwise the run is refused.
 Images are converted in `num_workers` processes started with the "spawn" method (no
 fork of a process that may run TensorFlow threads, no copy of the parent's memory).
 They import data.convert (numpy, OpenCV, PIL, pycocotools, about 0.3 s), never
@@ -17,11 +22,13 @@ workers should keep heavy imports (TensorFlow) out of its module level.
 """
 
 import collections
+import contextlib
 import functools
 import glob
 import json
 import multiprocessing
 import os
+import re
 import time
 
 from tqdm import tqdm
@@ -33,13 +40,11 @@ from data.sources import coco, custom, pascal_sbd
 DATASETS = ("coco", "pascal_sbd", "custom", "auto")
 _LOADERS = {"coco": coco.load, "pascal_sbd": pascal_sbd.load, "custom": custom.load}
 _MAX_LISTED_SKIPS = 200
-
-
-def write_json_atomic(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+SPLITS = ("train", "val")
+TMP_SUFFIX = ".tmp"
+# The temporary files this module writes (see _Outputs), and only those.
+_OWN_TMP = re.compile(r"^(label_map\.json|[\w.-]+_(annotations|summary)\.json"
+                      r"|[\w.-]+-\d{5}-of-\d{5}\.tfrecord)\.tmp$")
 
 
 def load_source(dataset: str, annotations_file: str, image_dir: str) -> coco.Source:
@@ -54,11 +59,12 @@ def load_source(dataset: str, annotations_file: str, image_dir: str) -> coco.Sou
     names = {str(c.get("name")) for c in data.get("categories") or []}
     ids_ok = all(isinstance(i["id"], int) and not isinstance(i["id"], bool)
                  for i in data["images"])
+    path = os.path.abspath(annotations_file)
     if ids_ok and names == set(PASCAL_CLASSES):
-        return coco.from_dict(data, image_dir, "pascal_sbd")
+        return coco.from_dict(data, image_dir, "pascal_sbd", path)
     if ids_ok and names == set(COCO_CLASSES):
-        return coco.from_dict(data, image_dir, "coco")
-    return coco.from_dict(custom.normalize(data), image_dir, "custom")
+        return coco.from_dict(data, image_dir, "coco", path)
+    return custom.from_dict(data, image_dir, annotations_file)
 
 
 def build_label_map(sources: list, label_map_path: str | None = None) -> list:
@@ -78,8 +84,13 @@ def build_label_map(sources: list, label_map_path: str | None = None) -> list:
             raise ValueError("the annotation files define no categories")
         return [{"id": i + 1, "name": found[sid], "source_id": sid}
                 for i, sid in enumerate(sorted(found))]
-    with open(label_map_path) as f:
-        data = json.load(f)
+    data = coco.load_json(label_map_path, "label map")
+    if not isinstance(data, dict):
+        raise ValueError(f"label map {label_map_path!r} is a {type(data).__name__}, expected "
+                         "an object with 'classes' or 'categories'")
+    for key in ("classes", "categories"):
+        if key in data:
+            coco.check_entries(label_map_path, data[key], key, ("id", "name"), "label map")
     if "classes" in data:
         by_name = {name: sid for sid, name in found.items()}
         classes = []
@@ -100,21 +111,107 @@ def build_label_map(sources: list, label_map_path: str | None = None) -> list:
     return classes
 
 
-class ShardWriter:
-    """Round-robin TFRecord writer; shards appear only after a clean exit.
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
-    Each shard is written as <name>.tmp and renamed on success (old shards of the split
-    with another shard count are removed); on an exception the .tmp files are deleted.
+
+def split_files(output_dir: str, split: str) -> list:
+    """The files of `split` in output_dir: shards, then annotations and summary json."""
+    shards = sorted(glob.glob(os.path.join(output_dir, f"{split}-?????-of-?????.tfrecord")))
+    jsons = [os.path.join(output_dir, f"{split}_{kind}.json")
+             for kind in ("annotations", "summary")]
+    return shards + [p for p in jsons if os.path.exists(p)]
+
+
+def remove_stale_tmp(output_dir: str) -> list:
+    """Delete the .tmp files a killed run of the creator left in output_dir (only the
+    names this module writes); print and return their names."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = sorted(n for n in os.listdir(output_dir) if _OWN_TMP.match(n))
+    for name in names:
+        os.remove(os.path.join(output_dir, name))
+    if names:
+        print(f"removed {len(names)} temporary file(s) left by an interrupted run in "
+              f"{output_dir}: {', '.join(names)}", flush=True)
+    return names
+
+
+class _Outputs:
+    """The files of one run into output_dir, made visible together.
+
+    Each file is written as <name>.tmp; a clean exit of the `with` block renames them
+    all into place and then removes the files marked obsolete (old shards of a
+    rewritten split); an exception deletes the .tmp files (and output_dir, if this run
+    created it and it is empty).
     """
 
-    def __init__(self, output_dir: str, split: str, num_shards: int):
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self._created = not os.path.exists(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        self._pending = {}  # tmp path -> final path
+        self._obsolete = set()
+
+    def tmp(self, name: str) -> str:
+        """Path to write `name` at; renamed to output_dir/name on commit."""
+        final = os.path.join(self.output_dir, name)
+        self._pending[final + TMP_SUFFIX] = final
+        return final + TMP_SUFFIX
+
+    def rename(self, tmp: str, name: str | None) -> str | None:
+        """Commit the pending `tmp` as `name` instead (None: drop it now)."""
+        if name is None:
+            del self._pending[tmp]
+            os.remove(tmp)
+            return None
+        self._pending[tmp] = os.path.join(self.output_dir, name)
+        return self._pending[tmp]
+
+    def write_json(self, name: str, data) -> None:
+        with open(self.tmp(name), "w") as f:
+            json.dump(data, f)
+
+    def obsolete(self, paths) -> None:
+        self._obsolete.update(paths)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            for tmp, final in self._pending.items():
+                os.replace(tmp, final)
+            for path in self._obsolete - set(self._pending.values()):
+                if os.path.exists(path):
+                    os.remove(path)
+        else:
+            for tmp in self._pending:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            if self._created and not os.listdir(self.output_dir):
+                os.rmdir(self.output_dir)
+        self._pending, self._obsolete = {}, set()
+        return False
+
+
+class ShardWriter:
+    """Round-robin TFRecord writer of one split, its shards committed by an _Outputs.
+
+    Shards are written as <split>-0000k-of-0000N.tfrecord.tmp. On a clean exit, when
+    fewer than N records were written, the empty shards (the last ones) are dropped and
+    the others named -of-<count> (`paths`: the final shard paths, none for no record);
+    the split's other shards in the folder are marked obsolete.
+    """
+
+    def __init__(self, outputs: _Outputs, split: str, num_shards: int):
         import tensorflow as tf  # noqa: PLC0415 -- keeps worker processes TF-free
 
-        self.output_dir, self.split = output_dir, split
-        self.paths = [os.path.join(output_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
-                      for i in range(num_shards)]
-        self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
+        self.outputs, self.split = outputs, split
+        self._tmp = [outputs.tmp(shard_name(split, i, num_shards)) for i in range(num_shards)]
+        self._writers = [tf.io.TFRecordWriter(p) for p in self._tmp]
         self.count = 0
+        self.paths = []
 
     def write(self, serialized: bytes) -> None:
         self._writers[self.count % len(self._writers)].write(serialized)
@@ -126,15 +223,14 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb):
         for w in self._writers:
             w.close()
-        for p in self.paths:
-            if exc_type is None:
-                os.replace(p + ".tmp", p)
-            elif os.path.exists(p + ".tmp"):
-                os.remove(p + ".tmp")
         if exc_type is None:
-            pattern = os.path.join(self.output_dir, f"{self.split}-?????-of-?????.tfrecord")
-            for old in set(glob.glob(pattern)) - set(self.paths):
-                os.remove(old)
+            used = min(self.count, len(self._tmp))
+            for i, tmp in enumerate(self._tmp):
+                path = self.outputs.rename(tmp, shard_name(self.split, i, used)
+                                           if i < used else None)
+                self.paths += [path] if path else []
+            existing = split_files(self.outputs.output_dir, self.split)
+            self.outputs.obsolete(p for p in existing if p.endswith(".tfrecord"))
         return False
 
 
@@ -191,9 +287,11 @@ class _Tally:
         return {"info": info, "licenses": [], "images": self.images,
                 "annotations": self.annotations, "categories": categories}
 
-    def summary(self, dataset: str, total: int, shards: list, seconds: float) -> dict:
+    def summary(self, source: coco.Source, shards: list, seconds: float) -> dict:
+        total = len(source.records)
         return {
-            "split": self.split, "dataset": dataset, "images_in_source": total,
+            "split": self.split, "dataset": source.dataset,
+            "source_annotations": source.source_annotations, "images_in_source": total,
             "images_written": len(self.images), "images_skipped": dict(self.skipped),
             "skipped": self.skip_list, "images_normalized": dict(self.notes),
             "instances_per_class": {c["name"]: self.per_class[c["name"]] for c in self.classes},
@@ -202,19 +300,42 @@ class _Tally:
             "images_per_second": round(total / seconds, 2) if seconds > 0 else None,
         }
 
+    def nothing_written(self, source: coco.Source, output_dir: str, keep_empty: bool) -> str:
+        """The one-line error of a split that ends with no image written."""
+        origin = source.annotations_file or "the source"
+        parts = [f"[{self.split}] no image written: {len(source.records)} image(s) listed "
+                 f"in {origin}"]
+        if self.skipped:
+            top = self.skipped.most_common(3)
+            first = next((s for s in self.skip_list if s["reason"] == top[0][0]),
+                         self.skip_list[0])
+            parts.append(f"{self.skipped.total()} skipped ("
+                         + ", ".join(f"{k}={v}" for k, v in top)
+                         + f"), e.g. {first['detail'] or first['reason']}")
+        if self.skipped.get("no_annotations") and not keep_empty:
+            parts.append("training images without annotations are skipped "
+                         "(-keep_empty_train keeps them)")
+        if self.dropped:
+            parts.append("annotations dropped: "
+                         + ", ".join(f"{k}={v}" for k, v in self.dropped.most_common(3)))
+        return "; ".join(parts) + f"; nothing was written to {output_dir}"
+
 
 def convert_split(split: str, source: coco.Source, classes: list, output_dir: str,
                   num_shards: int = 1, num_workers: int = 1, keep_empty: bool = False,
-                  show_progress: bool = True) -> dict:
+                  show_progress: bool = True, outputs: _Outputs | None = None) -> dict:
     """Write one split's shards, <split>_annotations.json and <split>_summary.json.
 
     keep_empty: keep images with no (remaining) annotation; always True for val.
-    Returns the summary dict.
+    outputs: the _Outputs of a larger run (committed by its owner); by default the
+    split's files are committed when it succeeds. Raises ValueError (nothing written)
+    when no image of the split can be written. Returns the summary dict.
     """
     from data import tf_example  # noqa: PLC0415 -- TF only in the parent process
 
     start = time.perf_counter()
     tally = _Tally(split, classes)
+    tally.dropped.update(source.dropped)
     todo = []
     for rec in source.records:
         if not keep_empty and rec.get("objects") == []:
@@ -224,27 +345,30 @@ def convert_split(split: str, source: coco.Source, classes: list, output_dir: st
     label_map = {c["source_id"]: (c["id"], c["name"]) for c in classes}
     fn = functools.partial(convert.convert_record, label_map=label_map)
     shards = max(1, min(num_shards, len(todo)))
-    with ShardWriter(output_dir, split, shards) as writer:
-        results = _imap(fn, todo, num_workers)
-        for res in tqdm(results, total=len(todo), desc=f"{split} records",
-                        disable=not show_progress):
-            if not res["ok"]:
-                tally.skip(res["filename"], res["reason"], res["detail"])
-                continue
-            tally.dropped.update(res["dropped"])
-            if not keep_empty and not res["features"]["labels"]:
-                tally.skip(res["filename"], "no_annotations", "all annotations dropped")
-                continue
-            writer.write(tf_example.make_example(res["features"]).SerializeToString())
-            tally.add(res)
-    by_sid = {int(c["id"]): c for c in source.category_dicts}
-    categories = [dict(by_sid.get(c["source_id"], {}), id=c["source_id"], name=c["name"])
-                  for c in classes]
-    write_json_atomic(os.path.join(output_dir, f"{split}_annotations.json"),
-                      tally.ground_truth(categories, source.info))
-    summary = tally.summary(source.dataset, len(source.records), writer.paths,
-                            time.perf_counter() - start)
-    write_json_atomic(os.path.join(output_dir, f"{split}_summary.json"), summary)
+    own = contextlib.nullcontext(outputs) if outputs is not None else _Outputs(output_dir)
+    with own as outputs:
+        with ShardWriter(outputs, split, shards) as writer:
+            results = _imap(fn, todo, num_workers)
+            for res in tqdm(results, total=len(todo), desc=f"{split} records",
+                            disable=not show_progress):
+                if not res["ok"]:
+                    tally.skip(res["filename"], res["reason"], res["detail"])
+                    continue
+                tally.dropped.update(res["dropped"])
+                if not keep_empty and not res["features"]["labels"]:
+                    tally.skip(res["filename"], "no_annotations", "all annotations dropped")
+                    continue
+                writer.write(tf_example.make_example(res["features"]).SerializeToString())
+                tally.add(res)
+        if not tally.images:
+            raise ValueError(tally.nothing_written(source, output_dir, keep_empty))
+        by_sid = {int(c["id"]): c for c in source.category_dicts}
+        categories = [dict(by_sid.get(c["source_id"], {}), id=c["source_id"], name=c["name"])
+                      for c in classes]
+        outputs.write_json(f"{split}_annotations.json",
+                           tally.ground_truth(categories, source.info))
+        summary = tally.summary(source, writer.paths, time.perf_counter() - start)
+        outputs.write_json(f"{split}_summary.json", summary)
     return summary
 
 
@@ -257,10 +381,72 @@ def format_summary(summary: dict) -> str:
     for key in ("images_skipped", "images_normalized", "annotations_dropped"):
         if summary[key]:
             lines.append(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in summary[key].items()))
+    listed = summary.get("skipped", [])
+    for entry in listed[:3]:
+        lines.append(f"  skipped {entry['filename']}: {entry['detail'] or entry['reason']}")
+    if len(listed) > 3:
+        lines.append(f"  ... the first {len(listed)} skipped images are listed in "
+                     f"{summary['split']}_summary.json")
     lines.append("  instances per class: " + ", ".join(
         f"{k}={v}" for k, v in summary["instances_per_class"].items()))
     lines.append(f"  crowd instances: {summary['crowd_instances']}")
     return "\n".join(lines)
+
+
+def _check_images_found(split: str, source: coco.Source, image_dir: str) -> None:
+    """Fail early (before converting anything) when no listed image file exists."""
+    if not source.records:
+        raise ValueError(f"[{split}] {source.annotations_file} lists no images")
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"{split} image dir not found: {image_dir}")
+    paths = [r["image_path"] for r in source.records if "image_path" in r]
+    if paths and not any(os.path.isfile(p) for p in paths):
+        raise ValueError(f"[{split}] none of the {len(paths)} images listed in "
+                         f"{source.annotations_file} is in {image_dir} (e.g. image file not "
+                         f"found: {paths[0]}); check -{split}_image_dir")
+
+
+def _read_json_or_none(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_kept_splits(output_dir: str, writing, dataset: str, classes: list) -> None:
+    """Splits in output_dir that this run does not write must share its label map.
+
+    Their records hold class ids of the label_map.json this run replaces: they are kept
+    (and said so) when that file has the same classes and dataset, else ValueError.
+    """
+    old = _read_json_or_none(os.path.join(output_dir, "label_map.json"))
+    for split in SPLITS:
+        files = [] if split in writing else split_files(output_dir, split)
+        if not files:
+            continue
+        summary = _read_json_or_none(os.path.join(output_dir, f"{split}_summary.json")) or {}
+        names = [c["name"] for c in classes]
+        if not isinstance(old, dict):
+            problem = "there is no readable label_map.json beside them"
+        elif old.get("classes") != classes or old.get("dataset") != dataset:
+            old_names = [c.get("name") for c in old.get("classes") or [] if isinstance(c, dict)]
+            problem = (f"they were made with dataset {old.get('dataset')!r}, "
+                       f"{len(old_names)} classes ({coco.listed(old_names)}), this run has "
+                       f"dataset {dataset!r}, {len(names)} classes ({coco.listed(names)})")
+        elif "instances_per_class" in summary and list(summary["instances_per_class"]) != names:
+            problem = (f"{split}_summary.json counts classes "
+                       f"{coco.listed(summary['instances_per_class'])}, this run has "
+                       f"{coco.listed(names)}")
+        else:
+            shards = [f for f in files if f.endswith(".tfrecord")]
+            print(f"[{split}] kept: the {len(shards)} existing {split} shard(s) in "
+                  f"{output_dir} were made with the same label map", flush=True)
+            continue
+        raise ValueError(f"{output_dir} holds {split} files this run does not rewrite "
+                         f"({coco.listed(os.path.basename(f) for f in files)}) and {problem}; "
+                         f"write to a fresh -output_dir, remove them, or convert the "
+                         f"{split} split in the same run")
 
 
 def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
@@ -275,7 +461,13 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
     A split is converted when both its image dir and annotations file are given.
     dataset: "coco" | "pascal_sbd" | "custom" | "auto". label_map: optional label map or
     COCO json imposing the contiguous ids. Summaries are printed and saved as json.
+    User errors (missing or damaged inputs, a split with no image written, a folder
+    holding another dataset's split) raise FileNotFoundError / ValueError with a
+    one-line message, and leave output_dir as it was.
     """
+    if num_shards < 1 or num_workers < 0:
+        raise ValueError(f"need num_shards >= 1 and num_workers >= 0, got "
+                         f"{num_shards}, {num_workers}")
     splits = {}
     for split, image_dir, ann in (("train", train_image_dir, train_annotations_file),
                                   ("val", val_image_dir, val_annotations_file)):
@@ -284,20 +476,29 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
                              f"got image_dir={image_dir!r}, annotations={ann!r}")
         if image_dir is not None:
             splits[split] = load_source(dataset, ann, image_dir)
+            _check_images_found(split, splits[split], image_dir)
     if not splits:
         raise ValueError("nothing to convert: no train or val split given")
-    if num_shards < 1 or num_workers < 0:
-        raise ValueError(f"need num_shards >= 1 and num_workers >= 0, got "
-                         f"{num_shards}, {num_workers}")
-    os.makedirs(output_dir, exist_ok=True)
     classes = build_label_map(list(splits.values()), label_map)
     name = next(iter(splits.values())).dataset
-    write_json_atomic(os.path.join(output_dir, "label_map.json"),
-                      {"dataset": name, "classes": classes})
+    remove_stale_tmp(output_dir)
+    _check_kept_splits(output_dir, splits, name, classes)
     out = {"label_map": classes}
-    for split, source in splits.items():
-        out[split] = convert_split(split, source, classes, output_dir, num_shards,
-                                   num_workers, keep_empty=keep_empty_train or split != "train",
-                                   show_progress=show_progress)
+    with _Outputs(output_dir) as outputs:
+        for split, source in splits.items():
+            out[split] = convert_split(split, source, classes, output_dir, num_shards,
+                                       num_workers,
+                                       keep_empty=keep_empty_train or split != "train",
+                                       show_progress=show_progress, outputs=outputs)
+        outputs.write_json("label_map.json", {"dataset": name, "classes": classes})
+    for split in splits:
         print(format_summary(out[split]), flush=True)
     return out
+
+
+def create_from_flags(flags_) -> dict:
+    """`python -m data.coco_tfrecord_creator`: create_tfrecords from its absl flags."""
+    return create_tfrecords(flags_.output_dir, flags_.train_image_dir, flags_.val_image_dir,
+                            flags_.train_annotations_file, flags_.val_annotations_file,
+                            flags_.dataset, flags_.num_shards, flags_.num_workers,
+                            flags_.label_map, flags_.keep_empty_train)

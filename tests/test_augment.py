@@ -1,11 +1,13 @@
 """SSD augmentation (data/augment.py) against numpy references and invariants."""
 
 import colorsys
+import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from config import PRESETS, get_config
 from data import augment as aug
 
 MEAN = (123.68, 116.78, 103.94)
@@ -240,6 +242,31 @@ def test_augment_is_deterministic_per_seed_and_flags_turn_ops_off():
     np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-5)
     np.testing.assert_allclose(out["boxes"].numpy(), norm, atol=1e-6)
     np.testing.assert_array_equal(out["labels"].numpy(), labels)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_expand_fills_with_the_imagenet_mean_in_pixels_for_every_preset(preset):
+    """Official SSDAugmentation: Expand(MEANS) whatever the backbone's normalization
+    (DarkNet only divides by 255: MEAN 0, STD 255 here)."""
+    cfg = get_config(preset)
+    params = dataclasses.replace(aug.AugmentParams.from_config(cfg), img_size=48, expand=True,
+                                 photometric=False, crop=False, mirror=False)  # shapes: off
+    assert params.expand_fill == MEAN
+    image = np.zeros((H, W, 3), np.uint8)
+    boxes = np.array([[0.25, 0.25, 0.75, 0.75]], np.float32)
+    masks = np.ones((1, H, W), np.uint8)
+    expanded = 0
+    for s in range(6):
+        out = aug.augment(image, boxes, masks, [False], [1], params, seed_of(s))
+        pixels = out["image"].numpy() * np.array(cfg.STD) + np.array(cfg.MEAN)
+        if np.allclose(out["boxes"].numpy(), boxes):
+            continue  # not expanded this time
+        expanded += 1
+        # Canvas pixels far from the (black) image are the mean, RGB, 0..255.
+        np.testing.assert_allclose(pixels.reshape(-1, 3).max(axis=0), MEAN, atol=1e-3)
+        ratio = (pixels / np.array(MEAN)).reshape(-1, 3)
+        np.testing.assert_allclose(ratio, ratio[:, :1].repeat(3, axis=1), atol=1e-4)
+    assert expanded >= 2
 
 
 # ---------------------------------------------------------------- photometric

@@ -66,6 +66,7 @@ def test_raw_sbd_to_tfrecords(tmp_path):
                            num_workers=2,  # the .mat reader travels to spawned workers
                            show_progress=False)  # dataset "auto": a .txt list is raw SBD
     assert res["train"]["dataset"] == "pascal_sbd"
+    assert res["train"]["source_annotations"] is None  # no COCO json to evaluate against
     assert res["train"]["images_skipped"] == {"missing_annotation": 1}
     with open(out / "label_map.json") as f:
         lm = json.load(f)
@@ -102,8 +103,9 @@ def _coco_style(root, categories, image_ids):
 def test_auto_detects_official_pascal_json_and_custom(tmp_path):
     pascal = [{"id": i + 1, "name": n} for i, n in enumerate(PASCAL_CLASSES)]
     path = _coco_style(tmp_path, pascal, [1, 2])
-    assert load_source("auto", path, str(tmp_path)).dataset == "pascal_sbd"
-    assert load_source("pascal_sbd", path, str(tmp_path)).dataset == "pascal_sbd"
+    for dataset in ("auto", "pascal_sbd"):
+        src = load_source(dataset, path, str(tmp_path))
+        assert src.dataset == "pascal_sbd" and src.source_annotations == path
     custom = [{"id": 5, "name": "widget"}]
     path = _coco_style(tmp_path, custom, [1, 2])
     assert load_source("auto", path, str(tmp_path)).dataset == "custom"

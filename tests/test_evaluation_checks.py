@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -207,9 +208,15 @@ def test_split_with_zero_records_is_an_error(tmp_path):
             "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "bar"}]}
     src = write_json(tmp_path / "ann.json", data)
     out = tmp_path / "out"
-    summary = create_tfrecords(str(out), val_image_dir=str(tmp_path), val_annotations_file=src,
-                               dataset="coco", show_progress=False)["val"]
-    assert summary["images_written"] == 0 and len(summary["shards"]) == 1
+    # The creator refuses to write a split without images ...
+    with pytest.raises(ValueError, match="none of the 1 images"):
+        create_tfrecords(str(out), val_image_dir=str(tmp_path), val_annotations_file=src,
+                         dataset="coco", show_progress=False)
+    # ... and shards without records (written by other tools) are refused here.
+    out.mkdir(exist_ok=True)
+    tf.io.TFRecordWriter(str(out / "val-00000-of-00001.tfrecord")).close()
+    write_json(out / "label_map.json", {"dataset": "coco", "classes": [
+        {"id": 1, "name": "square", "source_id": 3}, {"id": 2, "name": "bar", "source_id": 7}]})
     with pytest.raises(ValueError, match=r"split 'val': 0 images found in the 1 shard\(s\)"):
         run_eval({"dir": str(out)})
     with pytest.raises(ValueError, match="0 images found"):

@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from data.pipeline import build_dataset, list_shards
+from data.decoder import decode
+from data.parser import Parser
+from data.pipeline import build_dataset, check_shards, find_damaged_shards, list_shards
 from data.tf_example import make_example
 
 CFG = get_config("tiny")  # 128 px, NUM_MAX_PAD 16, 1023 priors, proto 32, P3 16
@@ -181,3 +183,45 @@ def test_show_samples_writes_one_png_per_record(pattern, tmp_path):
         image = cv2.imread(path)
         assert image is not None and image.shape == (128, 128, 3)
     assert not [f for f in os.listdir(tmp_path / "out") if ".tmp" in f]
+
+
+def test_check_shards_names_the_damaged_shard_and_record(tmp_path):
+    pattern = write_shards(str(tmp_path), num_files=3, per_file=4)
+    files = list_shards(pattern)
+    assert check_shards(pattern) is None and find_damaged_shards(files) == []
+    truncated, flipped = files[1], files[2]
+    data = open(truncated, "rb").read()
+    with open(truncated, "wb") as f:
+        f.write(data[:-10])  # the last record loses its end
+    sizes = [len(r.numpy()) for r in tf.data.TFRecordDataset(flipped)]
+    data = bytearray(open(flipped, "rb").read())
+    data[sizes[0] + 16 + 12 + 5] ^= 0xFF  # a byte inside record 1's payload (CRC fails)
+    open(flipped, "wb").write(bytes(data))
+    damaged = find_damaged_shards(files)
+    assert [path for path, _ in damaged] == [truncated, flipped]
+    assert damaged[0][1].startswith("record 3: DataLossError: truncated record at ")
+    assert damaged[1][1].startswith("record 1: DataLossError: corrupted record at ")
+    with pytest.raises(ValueError) as err:
+        check_shards(files)
+    message = str(err.value)
+    assert message.startswith(f"2 of 3 TFRecord shard(s) are damaged: {truncated}: record 3: "
+                              "DataLossError: truncated record at ")
+    assert f"; {flipped}: record 1: DataLossError: corrupted record at " in message
+    assert "\n" not in message and "function_node" not in message and "[Op:" not in message
+    with pytest.raises(ValueError, match="1 of 1 TFRecord shard"):
+        check_shards(str(tmp_path / "train-00001-*.tfrecord"))
+
+
+def test_object_with_an_empty_mask_and_a_box_is_a_training_target():
+    """The creator keeps such objects (official COCODetection does): the parser must too."""
+    mask = _png(np.zeros((60, 80), np.uint8))
+    example = make_example({
+        "encoded": _png(np.full((60, 80, 3), 128, np.uint8)), "format": "png", "height": 60,
+        "width": 80, "filename": "e.png", "source_id": "1", "boxes": [[0.25, 0.2, 0.75, 0.9]],
+        "labels": [2], "texts": ["b"], "is_crowd": [0], "areas": [0.0], "masks": [mask]})
+    out = Parser(CFG, augment=False).parse_train(decode(example.SerializeToString()),
+                                                 tf.constant([1, 2], tf.int64))
+    assert int(out["num_gt"]) == 1
+    np.testing.assert_allclose(out["gt_boxes"][0].numpy(), [0.25, 0.2, 0.75, 0.9], atol=1e-6)
+    assert int(out["gt_classes"][0]) == 2 and float(tf.reduce_sum(out["gt_masks"])) == 0.0
+    assert int(tf.reduce_sum(tf.cast(out["cls_targets"] == 2, tf.int32))) >= 1

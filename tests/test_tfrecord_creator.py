@@ -57,8 +57,8 @@ def test_segmentation_formats_and_noncontiguous_ids(tmp_path):
         for k, a in enumerate(anns):
             expected = coco.annToMask(coco.anns[a["id"]])
             np.testing.assert_array_equal(rec["gt_masks"][k], expected)
-            ys, xs = np.nonzero(expected)
-            box = [xs.min() / W, ys.min() / H, (xs.max() + 1) / W, (ys.max() + 1) / H]
+            x, y, w, h = a["bbox"]  # official: the source box, not the mask extent
+            box = [x / W, y / H, (x + w) / W, (y + h) / H]
             np.testing.assert_allclose(rec["gt_boxes"][k], box, rtol=0, atol=1e-7)
             assert rec["gt_areas"][k] == expected.sum()
         np.testing.assert_array_equal(rec["gt_masks"][1], crowd)
@@ -255,3 +255,55 @@ def test_cli_shapes_to_tfrecords(tmp_path):
         masks = np.stack(masks) if masks else np.zeros((0,) + rec["image"].shape[:2])
         np.testing.assert_array_equal(rec["gt_masks"], masks)
         np.testing.assert_array_equal(rec["gt_classes"], [a["category_id"] for a in anns])
+
+
+def test_boxes_are_the_clipped_source_bbox_and_empty_masks_with_a_box_are_kept(tmp_path):
+    """Official data/coco.py: the target box is the annotation's bbox, not the mask's extent."""
+    save(tmp_path / "a.jpg", smooth_image(H, W, 3), "JPEG")
+    tiny = [[20.2, 20.2, 20.7, 20.2, 20.7, 20.7]]  # rasterizes to no pixel at all
+    anns = [ann(1, 5, 1, rect_poly(10, 8, 30, 28), [8.5, 6, 25, 24.5]),  # looser than the mask
+            ann(2, 5, 1, rect_poly(40, 30, 50, 40), [40, 30, 20, 20]),  # past the right edge
+            ann(3, 5, 1, tiny, [20.2, 20.2, 0.5, 0.5]),  # empty mask, valid box: kept
+            ann(4, 5, 1, rect_poly(2, 3, 7, 9)),  # no bbox: the mask extent
+            ann(5, 5, 1, tiny, [70, 20, 5, 5]),  # empty mask, box off the image: dropped
+            ann(6, 5, 1, tiny)]  # empty mask, no box: dropped
+    path = write_json(tmp_path / "ann.json", {
+        "images": [{"id": 5, "file_name": "a.jpg", "height": H, "width": W}],
+        "annotations": anns, "categories": [{"id": 1, "name": "x"}]})
+    out = tmp_path / "out"
+    summary = create_tfrecords(str(out), str(tmp_path), train_annotations_file=path,
+                               show_progress=False)["train"]
+    assert summary["annotations_dropped"] == {"outside_image": 1, "zero_area": 1}
+    (rec,) = read_split(out, "train")
+    expected = np.array([[8.5, 6, 33.5, 30.5], [40, 30, 50, 40], [20.2, 20.2, 20.7, 20.7],
+                         [2, 3, 7, 9]]) / [W, H, W, H]
+    np.testing.assert_allclose(rec["gt_boxes"], expected, rtol=0, atol=1e-7)
+    assert rec["gt_masks"].sum(axis=(1, 2)).tolist() == [400, 100, 0, 30]
+    assert rec["gt_areas"].tolist() == [400, 100, 0, 30]
+    with open(out / "train_annotations.json") as f:
+        written = {a["id"]: a["bbox"] for a in json.load(f)["annotations"]}
+    np.testing.assert_allclose(written[2], [40, 30, 10, 10])
+    np.testing.assert_allclose(written[3], [20.2, 20.2, 0.5, 0.5])
+    assert written[4] == [2, 3, 5, 6]
+
+
+def test_summary_names_the_source_annotations(tmp_path):
+    path = _empty_dataset(tmp_path)
+    other = write_json(tmp_path / "other.json", json.loads(open(path).read()))
+    out = tmp_path / "out"
+    rel = os.path.relpath(other)  # a relative path is recorded absolute
+    res = create_tfrecords(str(out), str(tmp_path), str(tmp_path), path, rel,
+                           show_progress=False)
+    for split, expected in (("train", path), ("val", other)):
+        assert res[split]["source_annotations"] == os.path.abspath(expected)
+        with open(out / f"{split}_summary.json") as f:
+            assert json.load(f)["source_annotations"] == os.path.abspath(expected)
+    data = json.loads(open(path).read())
+    for img in data["images"]:
+        img["id"] = f"img{img['id']}"  # renumbered: the file's ids are not the records'
+    for a in data["annotations"]:
+        a["image_id"] = f"img{a['image_id']}"
+    custom = write_json(tmp_path / "custom.json", data)
+    res = create_tfrecords(str(tmp_path / "custom"), val_image_dir=str(tmp_path),
+                           val_annotations_file=custom, dataset="custom", show_progress=False)
+    assert res["val"]["source_annotations"] is None

@@ -189,7 +189,8 @@ def test_a_resumed_run_reads_a_new_data_stream(tmp_path):
 
 
 def test_a_truncated_training_shard_is_named(tmp_path):
-    pattern = write_shards(str(tmp_path / "records"), num_files=2, per_file=3)
+    (tmp_path / "records").mkdir()
+    write_shards(str(tmp_path / "records"), num_files=2, per_file=3)
     shard = sorted((tmp_path / "records").glob("train-*"))[1]
     shard.write_bytes(shard.read_bytes()[:-50])
     cfg = get_config("tiny")

@@ -70,7 +70,8 @@ def load_raw(list_file: str, image_dir: str) -> coco.Source:
         })
     category_dicts = [{"id": i, "name": n, "supercategory": "pascal"} for i, n in CATEGORIES]
     return coco.Source("pascal_sbd", list(CATEGORIES), records, category_dicts,
-                       {"description": "Pascal SBD (raw release)"})
+                       {"description": "Pascal SBD (raw release)"},
+                       annotations_file=os.path.abspath(list_file))
 
 
 def load(annotations_file: str, image_dir: str) -> coco.Source:
