@@ -198,13 +198,93 @@ def test_factory_params_come_from_the_config():
 
 @pytest.mark.parametrize("npz", ["io.npz", "io_nonsquare.npz"])
 def test_converted_model_reproduces_official_detections(tiny, state, npz):
-    """Acceptance: same classes in the same order, box IoU and mask IoU > 0.99."""
+    """Acceptance: every one of the 100 official detections matched (same class, box
+    IoU and mask IoU > 0.99, same score), none left over on either side."""
     from yolact.convert_official import detection_check, run_reference_input
 
     load_official_weights(tiny, state)
     ref = dict(np.load(f"{FIXTURES}/{npz}"))
     rows = detection_check(get_config("tiny"))(run_reference_input(tiny, ref), ref)
-    by_name = {name: (value, ok) for name, value, ok in rows}
-    assert by_name["det classes"] == (100.0, True)
-    assert by_name["min box IoU"][0] > 0.99 and by_name["min box IoU"][1]
-    assert by_name["min mask IoU"][0] > 0.99 and by_name["min mask IoU"][1]
+    by_name = {row.name: row for row in rows}
+    assert (by_name["det matched"].value, by_name["det matched"].ok) == (100.0, True)
+    assert "unmatched: 0 reference, 0 ours" in by_name["det matched"].detail
+    assert by_name["min box IoU"].value > 0.99 and by_name["min box IoU"].ok
+    assert by_name["min mask IoU"].value > 0.99 and by_name["min mask IoU"].ok
+    assert by_name["max score diff"].value < 1e-5
+
+
+# ---- damaged or missing weight files (yolact/checkpoints.py load_weights) ------
+
+@pytest.fixture(scope="module")
+def saved_files(tmp_path_factory, tiny, state):
+    """The converted tiny model as a .weights.h5 and as a TF checkpoint prefix."""
+    import tensorflow as tf
+
+    load_official_weights(tiny, state)
+    folder = tmp_path_factory.mktemp("weights")
+    h5 = str(folder / "tiny.weights.h5")
+    save_weights_with_config(tiny, h5)
+    prefix = tf.train.Checkpoint(model=tiny).write(str(folder / "run" / "ckpt-1"))
+    return {"folder": folder, "h5": h5, "prefix": prefix}
+
+
+@pytest.mark.parametrize("case", ["truncated", "random"])
+def test_damaged_keras_weights_name_the_file(tmp_path, saved_files, case):
+    from yolact.checkpoints import load_weights
+
+    data = open(saved_files["h5"], "rb").read()
+    data = data[: len(data) // 2] if case == "truncated" else np.random.default_rng(0).bytes(4096)
+    path = tmp_path / "damaged.weights.h5"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as err:
+        load_weights(build_model(get_config("tiny")), str(path))
+    message = str(err.value)
+    assert message.startswith(f"{str(path)!r} ({len(data)} bytes) is not a readable Keras "
+                              ".weights.h5 file (truncated or damaged?): ")
+    assert ("truncated file" if case == "truncated" else "file signature not found") in message
+
+
+def test_missing_tf_checkpoint_names_the_file_and_lists_the_folder(saved_files):
+    from yolact.checkpoints import load_weights
+
+    run = saved_files["folder"] / "run"
+    with pytest.raises(FileNotFoundError) as err:
+        load_weights(build_model(get_config("tiny")), str(run / "ckpt-9"))
+    assert str(err.value) == (f"weights not found: {str(run / 'ckpt-9')!r} is neither a file nor a "
+                              f"TF checkpoint prefix ({str(run / 'ckpt-9.index')!r} does not "
+                              f"exist); checkpoints in {str(run)!r}: ckpt-1")
+    with pytest.raises(FileNotFoundError, match="the folder .*nowhere' does not exist"):
+        load_weights(build_model(get_config("tiny")),
+                     str(saved_files["folder"] / "nowhere" / "ckpt-1"))
+
+
+def test_tf_checkpoint_named_by_its_index_file_loads(saved_files, state):
+    from yolact.checkpoints import load_weights
+
+    model = build_model(get_config("tiny"))
+    assert load_weights(model, saved_files["prefix"] + ".index") == saved_files["prefix"]
+    np.testing.assert_array_equal(model.semantic_seg_conv.bias, state["semantic_seg_conv.bias"])
+
+
+@pytest.mark.parametrize("case", ["truncated index", "truncated data", "missing data"])
+def test_damaged_tf_checkpoint_names_the_file(tmp_path, saved_files, case):
+    import glob
+    import shutil
+
+    from yolact.checkpoints import load_weights
+
+    prefix = str(tmp_path / "ckpt-1")
+    for source in glob.glob(saved_files["prefix"] + ".*"):
+        shutil.copy(source, str(tmp_path))
+    (data_file,) = glob.glob(prefix + ".data-*")
+    target = {"truncated index": prefix + ".index", "truncated data": data_file}.get(case)
+    if target:
+        content = open(target, "rb").read()
+        open(target, "wb").write(content[: len(content) // 2])
+    else:
+        os.remove(data_file)
+    with pytest.raises(ValueError) as err:
+        load_weights(build_model(get_config("tiny")), prefix)
+    assert str(err.value).startswith(
+        f"TF checkpoint {prefix!r} ({prefix}.index + {prefix}.data-*) cannot be read (truncated "
+        "or damaged, or a file of it is missing): ")

@@ -111,3 +111,21 @@ def test_export_with_a_custom_name(custom_run):
         "-export_dir", str(export))
     assert (export / "1" / "saved_model.pb").exists()
     assert json.loads((export / "1" / "config.json").read_text())["NAME"] == "my_dataset"
+
+
+def test_evaluate_names_a_truncated_val_shard(custom_run, tmp_path):
+    import shutil
+
+    records = tmp_path / "records"
+    shutil.copytree(custom_run["records"], records)
+    shard = sorted(records.glob("val-*.tfrecord"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-40])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("YOLACT_DEBUG", None)
+    proc = subprocess.run([sys.executable, "evaluate.py", "-name", "my_dataset", "-tfrecord_dir",
+                           str(records), "-weights", str(custom_run["run"])], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of ") and f"{shard}: record " in last, last
+    assert "Traceback" not in proc.stderr

@@ -1,6 +1,7 @@
 """export_savedmodel.py and yolact/export.py: the SavedModel reloaded in a fresh
 process gives the in-process Predictor's detections; both signatures are
-listed by saved_model_cli; invalid bytes give InvalidArgumentError; the ONNX
+listed by saved_model_cli; invalid bytes and wrong-rank inputs give
+InvalidArgumentError saying what is wrong (and which batch index); the ONNX
 network equals the Keras one.
 
 One export (CLI, subprocess, with -onnx) is shared by the module; one more
@@ -35,18 +36,25 @@ LOADER = textwrap.dedent("""
     result = pre(images=tf.constant(inputs["images"]), image_sizes=tf.constant(inputs["sizes"]))
     out.update({f"pre_{k}": v.numpy() for k, v in result.items()})
     np.savez(f"{work}/served.npz", **out)
+    cut_jpeg = encoded[1][: len(encoded[1]) // 2]
+    requests = {
+        "invalid": lambda: serve(images=tf.constant([encoded[0], b"not an image at all"])),
+        "corrupt_jpeg": lambda: serve(images=tf.constant([encoded[1], encoded[0], cut_jpeg])),
+        "two_bad": lambda: serve(images=tf.constant([b"GIF89a", encoded[0], b"", encoded[1]])),
+        "scalar": lambda: serve(images=tf.constant(encoded[0])),
+        "empty": lambda: serve(images=tf.constant([], tf.string)),
+        "zero_sizes": lambda: pre(images=tf.constant(inputs["images"]),
+                                  image_sizes=tf.zeros([2, 2], tf.int32)),
+        "unbatched": lambda: pre(images=tf.constant(inputs["images"][0]),
+                                 image_sizes=tf.constant(inputs["sizes"][:1])),
+    }
     errors = {}
-    for name, batch in (("invalid", [encoded[0], b"not an image at all"]), ("empty", [])):
+    for name, request in requests.items():
         try:
-            serve(images=tf.constant(batch, tf.string))
+            request()
             errors[name] = None
         except Exception as err:
             errors[name] = [type(err).__name__, str(err)]
-    try:
-        pre(images=tf.constant(inputs["images"]), image_sizes=tf.zeros([2, 2], tf.int32))
-        errors["zero_sizes"] = None
-    except Exception as err:
-        errors["zero_sizes"] = [type(err).__name__, str(err)]
     json.dump(errors, open(f"{work}/errors.json", "w"))
 """)
 
@@ -134,11 +142,37 @@ def test_serving_preprocessed_matches_predictor(exported):
 def test_invalid_bytes_and_empty_batch_raise_invalid_argument(exported):
     kind, message = exported["errors"]["invalid"]
     assert kind == "InvalidArgumentError"
-    assert "Unknown image file format" in message
+    assert "serving_default: the image at batch index 1 of 2 could not be decoded: not a JPEG, " \
+           "PNG, GIF, BMP or WebP file (Unknown image file format); bad batch indices: [1]" \
+           in message
     kind, message = exported["errors"]["empty"]
     assert kind == "InvalidArgumentError" and "empty batch" in message
     kind, message = exported["errors"]["zero_sizes"]
     assert kind == "InvalidArgumentError" and "positive original (height, width)" in message
+
+
+def test_bad_image_in_a_batch_names_its_index(exported):
+    """A truncated JPEG decodes with an error that names no image: the message says which."""
+    kind, message = exported["errors"]["corrupt_jpeg"]
+    assert kind == "InvalidArgumentError"
+    assert "the image at batch index 2 of 3 could not be decoded: corrupt or truncated JPEG " \
+           "data; bad batch indices: [2]" in message
+    kind, message = exported["errors"]["two_bad"]
+    assert "the image at batch index 0 of 4 could not be decoded: corrupt or truncated GIF " \
+           "data; bad batch indices: [0 2]" in message
+
+
+def test_wrong_rank_inputs_say_what_is_expected(exported):
+    kind, message = exported["errors"]["scalar"]
+    assert kind == "InvalidArgumentError" and "slice index" not in message
+    assert "serving_default: `images` must be a [B] vector of encoded images (tf.string, one " \
+           "element per image; wrap a single image in a list), got shape []" in message
+    kind, message = exported["errors"]["unbatched"]
+    size = exported["cfg"].IMG_SIZE
+    assert kind == "InvalidArgumentError"
+    assert f"serving_preprocessed: `images` must be float32 [B, {size}, {size}, 3] (a batch of " \
+           f"normalized images; add the batch axis for a single image), got shape " \
+           f"[{size} {size} 3]" in message
 
 
 def test_saved_model_cli_lists_both_signatures(exported):

@@ -139,3 +139,76 @@ def test_not_a_checkpoint(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(ValueError, match="neither a zip nor a legacy torch checkpoint"):
         load_pth(str(path))
+
+
+def _legacy_bytes(tmp_path):
+    path = str(tmp_path / "legacy.pth")
+    tp.write_legacy_pth(path, collections.OrderedDict(
+        w=tp.tensor_from_array("w", np.arange(1000, dtype=np.float32))))
+    return open(path, "rb").read()
+
+
+def _damaged(tmp_path, case):
+    """(bytes of a damaged file, a phrase its error must contain)."""
+    fixture = open(FIXTURE, "rb").read()  # zip format, 35 MB
+    legacy = _legacy_bytes(tmp_path)
+    if case == "empty":
+        return b"", "is empty (0 bytes), not a PyTorch checkpoint"
+    if case == "random":
+        return (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+                "is neither a zip nor a legacy torch checkpoint: it starts with b'")
+    if case == "zip cut in half":
+        return (fixture[: len(fixture) // 2], "is a truncated or damaged zip archive (the torch "
+                f">= 1.6 .pth format): it has no end-of-archive record ({len(fixture) // 2} bytes")
+    if case == "zip bytes overwritten":
+        damaged = bytearray(fixture)
+        damaged[len(fixture) // 2: len(fixture) // 2 + 64] = bytes(64)
+        return bytes(damaged), ("is not a readable zip (torch >= 1.6) PyTorch checkpoint: "
+                                "BadZipFile: Bad CRC-32 for file 'weights/data/")
+    if case == "zip without a storage":
+        path = str(tmp_path / "full.pth")
+        tp.write_zip_pth(path, {"w": tp.tensor_from_array("s0", np.zeros(3, np.float32))})
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(str(tmp_path / "part.pth"), "w") as dst:
+            for name in src.namelist():
+                if "/data/" not in name:
+                    dst.writestr(name, src.read(name))
+        return (open(str(tmp_path / "part.pth"), "rb").read(),
+                "is incomplete: the zip has no 'archive/data/s0'")
+    if case == "legacy cut in its pickle":
+        return legacy[:200], ("is not a readable legacy (torch < 1.6) PyTorch checkpoint: it "
+                              "ends early (truncated, 200 bytes)")
+    if case == "legacy cut in its data":
+        return legacy[: len(legacy) - 100], "is truncated: storage 'w' needs 1000 elements"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["empty", "random", "zip cut in half", "zip bytes overwritten",
+                                  "zip without a storage", "legacy cut in its pickle",
+                                  "legacy cut in its data"])
+def test_damaged_file_gives_one_clear_error_naming_it(tmp_path, case):
+    from yolact.pth import CheckpointReadError
+
+    data, phrase = _damaged(tmp_path, case)
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointReadError) as err:
+        load_state_dict(str(path))
+    assert isinstance(err.value, ValueError)
+    assert str(err.value).startswith(repr(str(path)) + " ")
+    assert phrase in str(err.value)
+
+
+def test_legacy_header_pickles_are_restricted_too(tmp_path):
+    """The magic-number pickle at the start of a legacy file was read with a plain
+    pickle.load: a crafted file ran code before any check. Now it is refused."""
+    from yolact.pth import UnsafeCheckpointError
+
+    payload = (pickle.GLOBAL + b"pathlib\nPath\n" + pickle.SHORT_BINUNICODE + b"\x01x"
+               + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)  # pathlib.Path("x")
+    path = tmp_path / "evil_legacy.pth"
+    path.write_bytes(b"\x80\x02" + payload)
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load global pathlib\.Path") \
+            as err:
+        load_pth(str(path))
+    assert isinstance(err.value, pickle.UnpicklingError) and isinstance(err.value, ValueError)
+    assert repr(str(path)) in str(err.value)

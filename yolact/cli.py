@@ -60,11 +60,20 @@ def evaluate_from_flags(flags_):
                                      flags_.batch_size, flags_.num_benchmark)
         print(json.dumps(report, indent=2))
         return report
-    metrics = evaluate(model, cfg, flags_.tfrecord_dir, split=flags_.split,
-                       annotations=flags_.annotations, batch_size=flags_.batch_size,
-                       max_images=flags_.max_images or None, output_json=flags_.output_json,
-                       metrics_json=flags_.metrics_json, use_faster=flags_.faster_coco_eval,
-                       config_source=config_beside(flags_.weights))
+    import tensorflow as tf
+
+    try:
+        metrics = evaluate(model, cfg, flags_.tfrecord_dir, split=flags_.split,
+                           annotations=flags_.annotations, batch_size=flags_.batch_size,
+                           max_images=flags_.max_images or None,
+                           output_json=flags_.output_json, metrics_json=flags_.metrics_json,
+                           use_faster=flags_.faster_coco_eval,
+                           config_source=config_beside(flags_.weights))
+    except tf.errors.DataLossError:
+        from data.pipeline import check_shards
+
+        check_shards(os.path.join(flags_.tfrecord_dir, f"{flags_.split}-*.tfrecord"))
+        raise  # not a shard after all
     print(format_metrics(metrics))
     print(f"images: {metrics['num_images']}  detections: {metrics['num_detections']}")
     print(f"ground truth: {metrics['ground_truth']} ({metrics['ground_truth_kind']})")

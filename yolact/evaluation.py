@@ -335,24 +335,23 @@ def run_detection(predictor, dataset, categories: dict, max_images=None, progres
     from tqdm import tqdm
 
     results, image_ids, drawn = [], [], []
-    bar = tqdm(total=max_images, desc="eval", unit="img", disable=not progress)
-    for batch in dataset:
-        sizes = list(zip(batch["height"].numpy(), batch["width"].numpy()))
-        ids = [int(s) for s in batch["source_id"].numpy()]
-        if max_images is not None:
-            room = max_images - len(image_ids)
-            if room <= 0:
-                break
-            sizes, ids = sizes[:room], ids[:room]
-        instances = predictor.predict_normalized(batch["image"][:len(ids)], sizes)
-        for image_id, inst in zip(ids, instances):
-            inst = inst.select(keep_official_json(inst.boxes))
-            results.extend(instances_to_coco(image_id, inst, categories))
-        if len(drawn) < keep_drawn:
-            drawn.extend(_draw_batch(predictor, batch["image"][:keep_drawn - len(drawn)]))
-        image_ids.extend(ids)
-        bar.update(len(ids))
-    bar.close()
+    with tqdm(total=max_images, desc="eval", unit="img", disable=not progress) as bar:
+        for batch in dataset:
+            sizes = list(zip(batch["height"].numpy(), batch["width"].numpy()))
+            ids = [int(s) for s in batch["source_id"].numpy()]
+            if max_images is not None:
+                room = max_images - len(image_ids)
+                if room <= 0:
+                    break
+                sizes, ids = sizes[:room], ids[:room]
+            instances = predictor.predict_normalized(batch["image"][:len(ids)], sizes)
+            for image_id, inst in zip(ids, instances):
+                inst = inst.select(keep_official_json(inst.boxes))
+                results.extend(instances_to_coco(image_id, inst, categories))
+            if len(drawn) < keep_drawn:
+                drawn.extend(_draw_batch(predictor, batch["image"][:keep_drawn - len(drawn)]))
+            image_ids.extend(ids)
+            bar.update(len(ids))
     return results, image_ids, drawn
 
 

@@ -18,6 +18,13 @@ Both return (padded to D detections, sorted by score):
 The numbers are those of `yolact.inference.Predictor` (same preprocessing,
 detection and mask arithmetic); decoding differs only where TF's and OpenCV's
 decoders differ (EXIF orientation is not applied here).
+
+Bad requests raise InvalidArgumentError with a message saying what is wrong:
+an image that cannot be decoded names its batch index ("serving_default: the
+image at batch index 1 of 2 could not be decoded: corrupt or truncated JPEG
+data; bad batch indices: [1]"), a scalar or a matrix instead of the [B] vector
+says so with the shape received, as do inputs of the wrong rank or size to
+serving_preprocessed; an empty batch and non-positive image_sizes too.
 """
 
 from __future__ import annotations
@@ -94,20 +101,69 @@ def detections_to_outputs(det, proto, sizes):
     }
 
 
+def assert_runtime_rank(x, rank: int, message: str):
+    """An Assert op: InvalidArgumentError "<message>, got shape [...]" unless x has `rank` dims.
+
+    Counts the dims at run time: tf.rank / tf.debugging.assert_rank are folded to
+    the signature's declared rank, so a client's scalar sent to a [B] input got
+    through to a cryptic "slice index 0 of dimension 0 out of bounds".
+    """
+    tf = _tf()
+    dims = tf.shape(x)
+    actual = tf.shape(tf.where(dims >= 0))[0]
+    return tf.debugging.Assert(tf.equal(actual, rank), [
+        tf.strings.join([message, ", got shape ", tf.strings.format("{}", dims)])])
+
+
+def checked(x, *checks):
+    """x after the given assertion ops (their failures are raised before x is used)."""
+    tf = _tf()
+    with tf.control_dependencies(list(checks)):
+        return tf.identity(x)
+
+
+def _format_hint(data):
+    """tf.string scalar: what the leading bytes of an undecodable image say it is."""
+    tf = _tf()
+    padded = tf.strings.join([data, tf.constant(b"\0" * 12)])  # substr past the end fails
+    head = lambda pos, n: tf.strings.substr(padded, pos, n)  # noqa: E731
+    kind = tf.constant("")
+    for name, matches in (
+            ("WebP", tf.logical_and(tf.equal(head(0, 4), b"RIFF"), tf.equal(head(8, 4), b"WEBP"))),
+            ("BMP", tf.equal(head(0, 2), b"BM")),
+            ("GIF", tf.equal(head(0, 4), b"GIF8")),
+            ("PNG", tf.equal(head(0, 8), b"\x89PNG\r\n\x1a\n")),
+            ("JPEG", tf.io.is_jpeg(data))):
+        kind = tf.where(matches, name, kind)
+    return tf.where(tf.equal(kind, ""),
+                    "not a JPEG, PNG, GIF, BMP or WebP file (Unknown image file format)",
+                    tf.strings.join(["corrupt or truncated ", kind, " data"]))
+
+
 def decode_and_preprocess(images, size: int, mean, std):
     """tf.string [B] encoded images -> (float32 [B, S, S, 3] normalized, int32 [B, 2] sizes).
 
     Each image is decoded to RGB (3 channels; JPEG with the accurate integer
     IDCT, bit-identical to OpenCV's decoder) and resized on its own, as
-    `Predictor.predict` does for images of different sizes. Invalid bytes
-    raise InvalidArgumentError from tf.io.decode_image ("Unknown image file
-    format..."); an empty batch raises InvalidArgumentError too.
+    `Predictor.predict` does for images of different sizes. The decoding runs
+    in a tf.data pipeline that drops the images it cannot decode, so a bad image
+    raises InvalidArgumentError naming its batch index ("... the image at batch
+    index 1 of 2 could not be decoded: not a JPEG, PNG, ... (Unknown image file
+    format)"; all bad indices are listed), instead of a decoder error that does
+    not say which one. A scalar or a matrix instead of a [B] vector, and an
+    empty batch, raise InvalidArgumentError too.
     """
     tf = _tf()
-    tf.debugging.assert_positive(tf.size(images), message="serving_default got an empty "
-                                 "batch: `images` needs at least one encoded image")
+    images = checked(images, assert_runtime_rank(images, 1, (
+        "serving_default: `images` must be a [B] vector of encoded images (tf.string, one "
+        "element per image; wrap a single image in a list)")))
+    images = checked(images, tf.debugging.assert_positive(
+        tf.size(images), message="serving_default got an empty batch: `images` needs at least "
+        "one encoded image"))
+    count = tf.shape(images)[0]
+    index = tf.range(count)
 
-    def one(data):
+    def one(i, data):
         image = tf.cond(  # JPEG: the IDCT of libjpeg's default, which OpenCV uses
             tf.io.is_jpeg(data),
             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
@@ -115,13 +171,25 @@ def decode_and_preprocess(images, size: int, mean, std):
         shape = tf.shape(image)[:2]
         image = tf.image.resize(tf.cast(image, tf.float32)[None], (size, size),
                                 method="bilinear", antialias=False)[0]
-        return image, tf.cast(shape, tf.int32)
+        return i, image, tf.cast(shape, tf.int32)
 
-    resized, sizes = tf.map_fn(one, images, fn_output_signature=(
-        tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
+    decoded = (tf.data.Dataset.from_tensor_slices((index, images)).map(one).ignore_errors()
+               .batch(tf.cast(count, tf.int64)))
+    nothing = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32),
+                                            tf.zeros([0, size, size, 3], tf.float32),
+                                            tf.zeros([0, 2], tf.int32)))
+    kept, resized, sizes = decoded.concatenate(nothing).take(1).get_single_element()
+    bad = tf.cast(tf.where(tf.reduce_all(index[:, None] != kept[None, :], axis=1))[:, 0], tf.int32)
+    first = tf.reduce_min(tf.concat([bad, [count - 1]], 0))  # count - 1: none bad
+    message = tf.strings.join([
+        tf.strings.format("serving_default: the image at batch index {} of {} could not be "
+                          "decoded: ", (first, count)),
+        _format_hint(tf.gather(images, first)),
+        tf.strings.format("; bad batch indices: {}", bad)])
+    decoded_all = tf.debugging.Assert(tf.equal(tf.size(kept), count), [message])
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
-    return (resized - mean) / std, sizes
+    return checked((resized - mean) / std, decoded_all), checked(sizes, decoded_all)
 
 
 def _checked_sizes(images, image_sizes):
@@ -133,8 +201,22 @@ def _checked_sizes(images, image_sizes):
         tf.debugging.assert_positive(image_sizes, message=(
             "image_sizes must hold the positive original (height, width) of each image")),
     ]
-    with tf.control_dependencies(checks):
-        return tf.identity(image_sizes)
+    return checked(image_sizes, *checks)
+
+
+def checked_preprocessed(images, image_sizes, size: int):
+    """serving_preprocessed inputs after rank and shape checks (InvalidArgumentError naming
+    the input and the shape expected, not an error from deep inside the network)."""
+    tf = _tf()
+    images = checked(images, assert_runtime_rank(images, 4, (
+        f"serving_preprocessed: `images` must be float32 [B, {size}, {size}, 3] (a batch of "
+        "normalized images; add the batch axis for a single image)")))
+    image_sizes = checked(image_sizes, assert_runtime_rank(image_sizes, 2, (
+        "serving_preprocessed: `image_sizes` must be int32 [B, 2], one (height, width) row "
+        "per image")))
+    images = tf.ensure_shape(images, [None, size, size, 3])
+    image_sizes = tf.ensure_shape(image_sizes, [None, 2])
+    return images, _checked_sizes(images, image_sizes)
 
 
 def network_outputs(model, images, cfg) -> dict:
@@ -162,15 +244,16 @@ def build_archive(model, cfg, predictor=None):
     params = predictor.params
     size = cfg.IMG_SIZE
 
-    def from_preprocessed(images, image_sizes):
-        image_sizes = _checked_sizes(images, image_sizes)
+    def serve(images, image_sizes):
         outputs = network_outputs(model, images, cfg)
         det = detect(outputs, priors, params)
         return detections_to_outputs(det, outputs["proto"], image_sizes)
 
+    def from_preprocessed(images, image_sizes):
+        return serve(*checked_preprocessed(images, image_sizes, size))
+
     def from_bytes(images):
-        inputs, sizes = decode_and_preprocess(images, size, cfg.MEAN, cfg.STD)
-        return from_preprocessed(inputs, sizes)
+        return serve(*decode_and_preprocess(images, size, cfg.MEAN, cfg.STD))
 
     archive = keras.export.ExportArchive()
     archive.track(model)

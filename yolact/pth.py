@@ -12,8 +12,16 @@ Two formats exist:
   element count followed by the raw bytes.
 
 Only the globals a state_dict needs are allowed (OrderedDict, the tensor /
-parameter rebuild functions and the storage types); anything else raises
-`pickle.UnpicklingError` naming it, so a malicious file cannot run code.
+parameter rebuild functions and the storage types), in every pickle of the
+file (the legacy header pickles too); anything else raises
+`UnsafeCheckpointError` (a `pickle.UnpicklingError` and a `ValueError`)
+naming it, so a malicious file cannot run code.
+
+A file that is not a readable checkpoint (empty, random bytes, a truncated
+download, a damaged zip member) raises one `CheckpointReadError` (a
+ValueError) naming the file and what is wrong, never a bare zipfile / pickle
+traceback. The formats are those of torch/serialization.py (`_save`,
+`_legacy_save`, `_load`, `_legacy_load`).
 
     >>> state = load_state_dict("yolact_base_54_800000.pth")
     >>> state["backbone.conv1.weight"].shape, state["backbone.conv1.weight"].dtype
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -32,6 +41,15 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class CheckpointReadError(ValueError):
+    """The file is not a readable .pth checkpoint (empty, truncated, corrupt, not torch)."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """The pickle asks for a global a state_dict never needs (it could run code)."""
 
 
 def _bfloat16():
@@ -126,13 +144,14 @@ class _Unpickler(pickle.Unpickler):
         # torch.FloatStorage, torch.cuda.FloatStorage (checkpoints saved on a GPU), ...
         if module.split(".")[0] == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        raise pickle.UnpicklingError(
+        raise UnsafeCheckpointError(
             f"refusing to load global {module}.{name}: a .pth state_dict only needs "
             "tensors, storages and OrderedDict"
         )
 
     def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
+        if (self._storage_loader is None or not isinstance(pid, tuple) or not pid
+                or pid[0] != "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         return self._storage_loader(pid)
 
@@ -150,12 +169,17 @@ def _materialize(obj):
     return obj
 
 
+def _truncated(err: BaseException) -> bool:
+    return isinstance(err, EOFError) or "truncated" in str(err)
+
+
 def _load_zip(path: str):
+    """torch >= 1.6 (torch/serialization.py `_save` / `_load`): a zip of data.pkl + data/<key>."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pkl = [n for n in names if n.endswith("data.pkl")]
         if len(pkl) != 1:
-            raise ValueError(f"{path!r}: expected one */data.pkl in the zip, found {pkl}")
+            raise CheckpointReadError(f"{path!r}: expected one */data.pkl in the zip, found {pkl}")
         root = pkl[0][: -len("data.pkl")]
         order = "<"
         if f"{root}byteorder" in names:
@@ -165,8 +189,17 @@ def _load_zip(path: str):
         def load(pid):
             _, storage_type, key, _location, numel = pid[:5]
             if key not in storages:
-                raw = archive.read(f"{root}data/{key}")
+                member = f"{root}data/{key}"
+                if member not in names:
+                    raise CheckpointReadError(
+                        f"{path!r} is incomplete: the zip has no {member!r}, the bytes of "
+                        "a tensor storage its data.pkl refers to")
+                raw = archive.read(member)
                 dtype = storage_type.dtype.newbyteorder(order)
+                if len(raw) % dtype.itemsize:
+                    raise CheckpointReadError(
+                        f"{path!r}: {member!r} holds {len(raw)} bytes, not a whole number of "
+                        f"{storage_type.name} elements")
                 storage = _Storage(storage_type.dtype, numel)
                 storage.array = np.frombuffer(raw, dtype=dtype).astype(storage_type.dtype)
                 storages[key] = storage
@@ -177,14 +210,23 @@ def _load_zip(path: str):
 
 
 def _load_legacy(path: str):
+    """torch < 1.6 (torch/serialization.py `_legacy_save` / `_legacy_load`)."""
     with open(path, "rb") as f:
-        magic = pickle.load(f)
+        try:
+            magic = _Unpickler(f, None).load()
+        except UnsafeCheckpointError:
+            raise
+        except Exception:
+            magic = None
         if magic != LEGACY_MAGIC:
-            raise ValueError(f"{path!r} is neither a zip nor a legacy torch checkpoint (magic {magic!r})")
-        protocol = pickle.load(f)
+            f.seek(0)
+            raise CheckpointReadError(
+                f"{path!r} is neither a zip nor a legacy torch checkpoint: it starts with "
+                f"{f.read(16)!r}, not a zip header or torch's pickled magic number")
+        protocol = _Unpickler(f, None).load()
         if protocol != LEGACY_PROTOCOL:
-            raise ValueError(f"{path!r}: unsupported legacy protocol version {protocol!r}")
-        sys_info = pickle.load(f)
+            raise CheckpointReadError(f"{path!r}: unsupported legacy protocol version {protocol!r}")
+        sys_info = _Unpickler(f, None).load()
         little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
         roots, views = {}, {}
 
@@ -200,14 +242,19 @@ def _load_legacy(path: str):
             return views[view_key][0]
 
         obj = _Unpickler(f, load).load()
-        keys = pickle.load(f)
+        keys = _Unpickler(f, None).load()
+        count_format = "<q" if little else ">q"
+        file_size = os.fstat(f.fileno()).st_size
         for key in keys:
             storage = roots[key]
-            (numel,) = struct.unpack("<q" if little else ">q", f.read(8))
+            count = f.read(8)
             dtype = storage.dtype.newbyteorder("<" if little else ">")
-            raw = f.read(numel * dtype.itemsize)
-            if len(raw) != numel * dtype.itemsize:
-                raise ValueError(f"{path!r} is truncated: storage {key!r} needs {numel} elements")
+            numel = struct.unpack(count_format, count)[0] if len(count) == 8 else -1
+            fits = 0 <= numel * dtype.itemsize <= file_size - f.tell()  # no huge read
+            raw = f.read(numel * dtype.itemsize) if fits else b""
+            if not fits or len(raw) != numel * dtype.itemsize:
+                raise CheckpointReadError(
+                    f"{path!r} is truncated: storage {key!r} needs {storage.numel} elements")
             storage.array = np.frombuffer(raw, dtype=dtype).astype(storage.dtype)
         for storage, root_key, offset in views.values():
             storage.array = roots[root_key].array[offset: offset + storage.numel]
@@ -215,10 +262,34 @@ def _load_legacy(path: str):
 
 
 def load_pth(path: str):
-    """The unpickled object of a .pth file, tensors as numpy arrays (zip or legacy)."""
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    return _load_legacy(path)
+    """The unpickled object of a .pth file, tensors as numpy arrays (zip or legacy).
+
+    Raises CheckpointReadError (a ValueError naming `path`) for anything that is
+    not a readable checkpoint, UnsafeCheckpointError for a disallowed global, and
+    FileNotFoundError for a missing file.
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointReadError(f"{path!r} is empty (0 bytes), not a PyTorch checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    is_zip = zipfile.is_zipfile(path)
+    if head == _ZIP_MAGIC and not is_zip:
+        raise CheckpointReadError(
+            f"{path!r} is a truncated or damaged zip archive (the torch >= 1.6 .pth format): "
+            f"it has no end-of-archive record ({size} bytes; an interrupted download or copy?)")
+    kind = "zip (torch >= 1.6)" if is_zip else "legacy (torch < 1.6)"
+    try:
+        return _load_zip(path) if is_zip else _load_legacy(path)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(f"{path!r}: {err}") from None
+    except CheckpointReadError:
+        raise
+    except Exception as err:  # zipfile, zlib, pickle, struct ... on a damaged file
+        what = (f"it ends early (truncated, {size} bytes)" if _truncated(err)
+                else str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}")
+        raise CheckpointReadError(
+            f"{path!r} is not a readable {kind} PyTorch checkpoint: {what}") from err
 
 
 def load_state_dict(path: str) -> "collections.OrderedDict[str, np.ndarray]":
