@@ -696,6 +696,9 @@ def run_from_flags(flags_) -> dict:
         time_budget=flags_.time_budget,
         mixed_precision=flags_.mixed_precision, seed=flags_.seed,
         nan_patience=flags_.nan_patience, explicit_keys=frozenset(overrides))
+    train_pattern = os.path.join(flags_.tfrecord_dir, "train-*.tfrecord")
+    if not tf.io.gfile.glob(train_pattern):
+        raise FileNotFoundError(f"-tfrecord_dir: no training shards match {train_pattern!r}")
     evaluate_fn = None
     if flags_.validate:
         val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")
