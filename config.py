@@ -192,10 +192,7 @@ class YolactConfig:
     def to_json(self, path: str | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            tmp = f"{path}.tmp{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, path)
+            write_text_atomic(path, text + "\n")
         return text
 
     def replace(self, **overrides) -> "YolactConfig":
@@ -395,6 +392,19 @@ PRESETS = {
     "shapes": SHAPES,
     "tiny": TINY,
 }
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, data, **dump_options) -> None:
+    """json.dump `data` to `path` atomically (dump_options go to json.dumps)."""
+    write_text_atomic(path, json.dumps(data, **dump_options))
 
 
 def read_json(path: str, what: str = "JSON file"):

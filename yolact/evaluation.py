@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import warnings
 
 import numpy as np
+
+from config import read_json, write_json_atomic
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -37,8 +38,7 @@ def read_label_map(label_map_path: str | None) -> list | None:
     """
     if not label_map_path or not os.path.exists(label_map_path):
         return None
-    with open(label_map_path) as f:
-        classes = json.load(f)["classes"]
+    classes = read_json(label_map_path, "label map")["classes"]
     return [{"id": int(c["id"]), "name": str(c["name"]),
              "source_id": int(c.get("source_id", c["id"]))}
             for c in sorted(classes, key=lambda c: int(c["id"]))]
@@ -104,8 +104,7 @@ def check_ground_truth_classes(classes: list, gt_categories: dict, label_map_des
 
 def _gt_index(path: str):
     """({category id: name}, set of image ids) of a COCO json."""
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json(path, "ground truth")
     cats = {int(c["id"]): str(c["name"]) for c in data.get("categories") or []}
     return cats, {i["id"] for i in data.get("images") or []}
 
@@ -136,8 +135,7 @@ def _source_annotations(tfrecord_dir: str, split: str) -> str | None:
     path = os.path.join(tfrecord_dir, f"{split}_summary.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        source = json.load(f).get("source_annotations")
+    source = read_json(path, "split summary").get("source_annotations")
     return os.path.join(tfrecord_dir, source) if source else None
 
 
@@ -319,13 +317,6 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_json(path: str, data) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def run_detection(predictor, dataset, categories: dict, max_images=None, progress=True,
                   keep_drawn: int = 0):
     """Predict every batch of an eval dataset -> (results, image_ids, drawn samples).
@@ -404,13 +395,13 @@ def evaluate(model, cfg, tfrecord_dir: str, split: str = "val", annotations: str
                          f"{setup.ground_truth!r} ({setup.ground_truth_kind}), e.g. "
                          f"{unknown[:3]}")
     if output_json:
-        _atomic_json(output_json, results)
+        write_json_atomic(output_json, results)
     metrics = coco_metrics(setup.ground_truth, results, image_ids, use_faster=use_faster)
     metrics.update(setup.describe())
     metrics["num_images"] = len(image_ids)
     metrics["num_detections"] = len(results)
     if metrics_json:
-        _atomic_json(metrics_json, metrics)
+        write_json_atomic(metrics_json, metrics)
     if keep_drawn:
         metrics["images"] = drawn
     return metrics

@@ -13,7 +13,6 @@ summed gradients equal those of one device running the whole global batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -22,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from config import YolactConfig, scaled_schedule
+from config import YolactConfig, scaled_schedule, write_json_atomic
 from yolact import factory
 from yolact.console import one_line
 from yolact.losses import combine, loss_terms
@@ -565,21 +564,14 @@ def train(cfg: YolactConfig, options: TrainOptions, evaluate_fn=None, dataset_fn
                "interrupted": flag.stop}
     # Written before the final validation too, so that a failing one loses nothing.
     summary_path = os.path.join(options.weights_dir, "train_summary.json")
-    _write_json_atomic(summary_path, summary)
+    write_json_atomic(summary_path, summary, indent=2, default=float)
     if flag.stop:
         print(f"Interrupted at step {trainer.step}: checkpoint saved, resume with -resume.")
     elif evaluate_fn and (not options.val_interval or trainer.step % options.val_interval):
         summary["best"] = _validate(trainer, evaluate_fn, writer, trainer.step, best)
-        _write_json_atomic(summary_path, summary)
+        write_json_atomic(summary_path, summary, indent=2, default=float)
     writer.flush()
     return summary
-
-
-def _write_json_atomic(path: str, data) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 def _input_failure(pattern: str, err: Exception) -> str:
