@@ -53,8 +53,42 @@ def _padded_shape(input_shape, pad: int) -> tuple:
     return tuple(shape)
 
 
+def torch_default_bound(fan_in: int) -> float:
+    """Bound of torch's default `nn.Conv2d` / `nn.Linear` initialisation.
+
+    torch `reset_parameters`: weight kaiming_uniform_(a=sqrt(5)), i.e. U(+-gain*sqrt(3/fan_in))
+    with gain = sqrt(2 / (1 + 5)), and bias U(+-1/sqrt(fan_in)): both U(+-1/sqrt(fan_in)).
+    For the weight this is `keras.initializers.VarianceScaling(1/3, "fan_in", "uniform")`.
+    """
+    return 1.0 / float(np.sqrt(fan_in))
+
+
 class _TorchPadding:
-    """Explicit symmetric zero padding before a Keras conv (see `_padding_mode`)."""
+    """Explicit symmetric zero padding before a Keras conv (see `_padding_mode`), and
+    torch's default initialisation when built with `torch_init=True`.
+
+    The official YOLACT keeps torch's defaults for every backbone conv (`Yolact.init_weights`
+    in yolact.py re-draws only the convs outside `backbone.backbone_modules`, with
+    xavier_uniform and zero bias, which are Keras' own Conv2D defaults).
+    """
+
+    def _init_torch_args(self, kwargs) -> dict:
+        self.torch_init = bool(kwargs.pop("torch_init", False))
+        kwargs.pop("padding", None)
+        return kwargs
+
+    def build(self, input_shape):
+        if self.torch_init:
+            depthwise = isinstance(self, keras.layers.DepthwiseConv2D)
+            in_per_group = 1 if depthwise else int(input_shape[-1])
+            bound = torch_default_bound(in_per_group * int(np.prod(self.kernel_size)))
+            uniform = keras.initializers.RandomUniform(-bound, bound)
+            if depthwise:
+                self.depthwise_initializer = uniform
+            else:
+                self.kernel_initializer = uniform
+            self.bias_initializer = keras.initializers.RandomUniform(-bound, bound)
+        super().build(input_shape)
 
     def call(self, inputs):
         return super().call(_pad_nhwc(inputs, self._explicit_pad))
@@ -68,6 +102,7 @@ class _TorchPadding:
         config["kernel_size"] = self.kernel_size[0]
         config["strides"] = self.strides[0]
         config["pad"] = self.pad
+        config["torch_init"] = self.torch_init
         return config
 
 
@@ -76,11 +111,12 @@ class TorchConv2D(_TorchPadding, keras.layers.Conv2D):
     """`torch.nn.Conv2d(kernel_size, stride, padding=pad)` on NHWC inputs.
 
     Input float [B, H, W, Cin] -> [B, (H + 2 pad - k) // s + 1, ..., filters].
-    Kernel HWIO (torch OIHW transposed by (2, 3, 1, 0)).
+    Kernel HWIO (torch OIHW transposed by (2, 3, 1, 0)). `torch_init=True`: torch's default
+    initialisation (see `_TorchPadding`) instead of Keras' glorot-uniform / zeros.
     """
 
     def __init__(self, filters, kernel_size, strides=1, pad=0, **kwargs):
-        kwargs.pop("padding", None)
+        kwargs = self._init_torch_args(kwargs)
         self.pad = int(pad)
         mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
         super().__init__(filters, int(kernel_size), strides=int(strides), padding=mode, **kwargs)
@@ -94,7 +130,7 @@ class TorchDepthwiseConv2D(_TorchPadding, keras.layers.DepthwiseConv2D):
     """
 
     def __init__(self, kernel_size, strides=1, pad=0, **kwargs):
-        kwargs.pop("padding", None)
+        kwargs = self._init_torch_args(kwargs)
         self.pad = int(pad)
         mode, self._explicit_pad = _padding_mode(int(kernel_size), int(strides), self.pad)
         super().__init__(int(kernel_size), strides=int(strides), padding=mode, **kwargs)

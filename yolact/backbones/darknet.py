@@ -36,7 +36,7 @@ class DarkNetConv(keras.layers.Layer):
     def __init__(self, filters, kernel_size, strides=1, pad=0, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.conv_strides, self.pad = filters, kernel_size, strides, pad
-        self.conv = TorchConv2D(filters, kernel_size, strides=strides, pad=pad, use_bias=False, name="0")
+        self.conv = TorchConv2D(filters, kernel_size, strides=strides, pad=pad, use_bias=False, torch_init=True, name="0")
         self.bn = batch_norm("1")
 
     def build(self, input_shape):

@@ -36,9 +36,9 @@ class ConvBNReLU6(keras.layers.Layer):
         self.depthwise = depthwise
         pad = (kernel_size - 1) // 2
         if depthwise:
-            self.conv = TorchDepthwiseConv2D(kernel_size, strides=strides, pad=pad, use_bias=False, name="0")
+            self.conv = TorchDepthwiseConv2D(kernel_size, strides=strides, pad=pad, use_bias=False, torch_init=True, name="0")
         else:
-            self.conv = TorchConv2D(filters, kernel_size, strides=strides, pad=pad, use_bias=False, name="0")
+            self.conv = TorchConv2D(filters, kernel_size, strides=strides, pad=pad, use_bias=False, torch_init=True, name="0")
         self.bn = batch_norm("1")
 
     def build(self, input_shape):
@@ -68,7 +68,7 @@ class InvertedResidual(keras.layers.Layer):
         if expand_ratio != 1:
             layers.append(ConvBNReLU6(hidden, 1, name=f"conv.{len(layers)}"))
         layers.append(ConvBNReLU6(hidden, 3, strides=strides, depthwise=True, name=f"conv.{len(layers)}"))
-        layers.append(TorchConv2D(out_channels, 1, use_bias=False, name=f"conv.{len(layers)}"))
+        layers.append(TorchConv2D(out_channels, 1, use_bias=False, torch_init=True, name=f"conv.{len(layers)}"))
         layers.append(batch_norm(f"conv.{len(layers)}"))
         self.ops_list = layers
         self.use_residual = strides == 1 and in_channels == out_channels

@@ -46,7 +46,7 @@ class _Block(keras.layers.Layer):
         out_channels = planes * self.expansion
         if strides != 1 or in_channels != out_channels:
             self.downsample = [
-                TorchConv2D(out_channels, 1, strides=strides, use_bias=False, name="downsample.0"),
+                TorchConv2D(out_channels, 1, strides=strides, use_bias=False, torch_init=True, name="downsample.0"),
                 batch_norm("downsample.1"),
             ]
         else:
@@ -76,11 +76,11 @@ class Bottleneck(_Block):
 
     def __init__(self, in_channels, planes, strides=1, **kwargs):
         super().__init__(in_channels, planes, strides, **kwargs)
-        self.conv1 = TorchConv2D(planes, 1, use_bias=False, name="conv1")
+        self.conv1 = TorchConv2D(planes, 1, use_bias=False, torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
-        self.conv2 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, name="conv2")
+        self.conv2 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, torch_init=True, name="conv2")
         self.bn2 = batch_norm("bn2")
-        self.conv3 = TorchConv2D(planes * 4, 1, use_bias=False, name="conv3")
+        self.conv3 = TorchConv2D(planes * 4, 1, use_bias=False, torch_init=True, name="conv3")
         self.bn3 = batch_norm("bn3")
 
     def build(self, input_shape):
@@ -103,9 +103,9 @@ class BasicBlock(_Block):
 
     def __init__(self, in_channels, planes, strides=1, **kwargs):
         super().__init__(in_channels, planes, strides, **kwargs)
-        self.conv1 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, name="conv1")
+        self.conv1 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
-        self.conv2 = TorchConv2D(planes, 3, pad=1, use_bias=False, name="conv2")
+        self.conv2 = TorchConv2D(planes, 3, pad=1, use_bias=False, torch_init=True, name="conv2")
         self.bn2 = batch_norm("bn2")
 
     def build(self, input_shape):
@@ -142,7 +142,7 @@ class ResNet(keras.layers.Layer):
         self.block, self.widths = block, tuple(int(w) for w in widths)
         self.stem_channels, self.attention = int(stem_channels), attention
         block_cls = BLOCKS[block]
-        self.conv1 = TorchConv2D(self.stem_channels, 7, strides=2, pad=3, use_bias=False, name="conv1")
+        self.conv1 = TorchConv2D(self.stem_channels, 7, strides=2, pad=3, use_bias=False, torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
         self.stages, self.stage_attention, channels = [], [], []
         in_channels = self.stem_channels
