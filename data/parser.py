@@ -29,7 +29,9 @@ class Parser:
       non-crowd only, zero padded; gt_classes int32 [K] (0 = padding); gt_masks
       float32 [K, Hp, Hp] 0/1; num_gt int32 []; seg_targets float32 [F3, F3, C];
       num_dropped int32 [] (non-crowd objects beyond K; the K largest by mask
-      area are kept).
+      area are kept); objects_lost bool [] (parse_train only: the source had objects
+      and the augmentation cropped all of them away, crowds included; the training
+      pipeline skips such examples, as the official loader resamples them).
     Eval output: image float32 [S, S, 3]; source_id string []; height, width
       int32 [] (original size).
     """
@@ -57,8 +59,11 @@ class Parser:
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
         aug = augment(decoded["image"], decoded["gt_boxes"], decoded["gt_masks"],
                       decoded["gt_is_crowd"], decoded["gt_classes"], self.aug_params, seed)
-        return self.build_targets(aug["image"], aug["boxes"], aug["masks"], aug["is_crowd"],
-                                  aug["labels"])
+        out = self.build_targets(aug["image"], aug["boxes"], aug["masks"], aug["is_crowd"],
+                                 aug["labels"])
+        out["objects_lost"] = tf.logical_and(tf.shape(decoded["gt_boxes"])[0] > 0,
+                                             tf.shape(aug["boxes"])[0] == 0)
+        return out
 
     def parse_eval(self, decoded: dict) -> dict:
         """Resize + normalize only; keep the id and the original size."""

@@ -86,8 +86,25 @@ def check_shards(pattern_or_files) -> None:
                          f"{listed}; recreate them with python -m data.coco_tfrecord_creator")
 
 
+# A training split up to this size is shuffled whole each epoch, as the official DataLoader
+# (shuffle=True) does; a larger one through a buffer of LARGE_SPLIT_BUFFER serialized
+# records over interleaved, shuffled shards.
+FULL_SHUFFLE_BYTES = 1 << 30
+LARGE_SPLIT_BUFFER = 4096
+
+
+def shuffle_buffer_size(files, max_bytes: int = FULL_SHUFFLE_BYTES) -> int:
+    """Records in `files` when they total at most `max_bytes`, else LARGE_SPLIT_BUFFER."""
+    total = sum(tf.io.gfile.stat(f).length for f in files)
+    if total > max_bytes:
+        return LARGE_SPLIT_BUFFER
+    count = tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+    return max(int(count), 1)
+
+
 def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_context=None,
-                  shuffle_buffer: int = 1024, seed: int | None = None, repeat: bool | None = None,
+                  shuffle_buffer: int | None = None, seed: int | None = None,
+                  repeat: bool | None = None,
                   augment: bool = True, cycle_length: int = 8, parser: Parser | None = None):
     """Batched, prefetched dataset of parser outputs.
 
@@ -99,7 +116,8 @@ def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_cont
         ``input_context.get_per_replica_batch_size(batch_size)``.
       input_context: tf.distribute.InputContext or None. Files are sharded by
         input pipeline (records instead, when there are fewer files than pipelines).
-      shuffle_buffer: examples in the shuffle buffer (training only).
+      shuffle_buffer: serialized examples in the shuffle buffer (training only); None: the
+        whole split when it fits in FULL_SHUFFLE_BYTES (`shuffle_buffer_size`).
       seed: makes file order, shuffling and augmentation deterministic (then
         the map is also ordered deterministically). None = random.
       repeat: repeat forever; default: True for training, False for eval.
@@ -115,9 +133,11 @@ def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_cont
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     deterministic = seed is not None or not training
-    dataset = _records(list_shards(file_pattern), training, input_context, seed, cycle_length,
-                       deterministic)
+    files = list_shards(file_pattern)
+    dataset = _records(files, training, input_context, seed, cycle_length, deterministic)
     if training:
+        if shuffle_buffer is None:
+            shuffle_buffer = shuffle_buffer_size(files)
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
@@ -125,6 +145,11 @@ def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_cont
                           deterministic=deterministic)
     if training:
         dataset = _map_train(dataset, parser, seed, deterministic)
+        # Official COCODetection.pull_item: an example whose objects all left the crop
+        # ("Augmentation output an example with no ground truth") is replaced by another
+        # image; here the stream moves on to the next one. Images without any object in
+        # the shards (creator -keep_empty_train) still train as background.
+        dataset = dataset.filter(lambda example: tf.logical_not(example["objects_lost"]))
     else:
         dataset = dataset.map(parser.parse_eval, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=deterministic)

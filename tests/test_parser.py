@@ -51,6 +51,7 @@ CONTRACT = {
     "gt_boxes": ((K, 4), tf.float32), "gt_classes": ((K,), tf.int32),
     "gt_masks": ((K, HP, HP), tf.float32), "num_gt": ((), tf.int32),
     "seg_targets": ((F3, F3, C), tf.float32), "num_dropped": ((), tf.int32),
+    "objects_lost": ((), tf.bool),
 }
 
 SCENES = {

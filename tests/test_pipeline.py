@@ -13,7 +13,8 @@ import tensorflow as tf
 from config import get_config
 from data.decoder import decode
 from data.parser import Parser
-from data.pipeline import build_dataset, check_shards, find_damaged_shards, list_shards
+from data.pipeline import (LARGE_SPLIT_BUFFER, build_dataset, check_shards, find_damaged_shards,
+                           list_shards, shuffle_buffer_size)
 from data.tf_example import make_example
 
 CFG = get_config("tiny")  # 128 px, NUM_MAX_PAD 16, 1023 priors, proto 32, P3 16
@@ -71,7 +72,7 @@ def test_train_batches_have_fixed_shapes(pattern):
     expected = {"image": (4, 128, 128, 3), "cls_targets": (4, 1023), "box_targets": (4, 1023, 4),
                 "match_idx": (4, 1023), "gt_boxes": (4, 16, 4), "gt_classes": (4, 16),
                 "gt_masks": (4, 16, 32, 32), "num_gt": (4,), "seg_targets": (4, 16, 16, 3),
-                "num_dropped": (4,)}
+                "num_dropped": (4,), "objects_lost": (4,)}
     assert {k: tuple(v.shape) for k, v in ds.element_spec.items()} == expected
     for batch in ds.take(4):  # 16 examples > 10 records: the dataset repeats
         assert {k: tuple(v.shape) for k, v in batch.items()} == expected
@@ -225,3 +226,44 @@ def test_object_with_an_empty_mask_and_a_box_is_a_training_target():
     np.testing.assert_allclose(out["gt_boxes"][0].numpy(), [0.25, 0.2, 0.75, 0.9], atol=1e-6)
     assert int(out["gt_classes"][0]) == 2 and float(tf.reduce_sum(out["gt_masks"])) == 0.0
     assert int(tf.reduce_sum(tf.cast(out["cls_targets"] == 2, tf.int32))) >= 1
+
+
+def test_a_small_split_is_shuffled_whole(pattern):
+    """Up to FULL_SHUFFLE_BYTES the buffer holds every record (the official DataLoader
+    reshuffles the whole split each epoch); beyond, LARGE_SPLIT_BUFFER records."""
+    files = list_shards(pattern)
+    assert shuffle_buffer_size(files) == 10
+    assert shuffle_buffer_size(files, max_bytes=100) == LARGE_SPLIT_BUFFER
+
+
+def test_examples_that_lost_every_object_are_skipped(tmp_path):
+    """Official COCODetection resamples an image whose objects the augmentation removed; an
+    image that had none in the shards still trains (as background)."""
+    rng = np.random.default_rng(1)
+    image = _png(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    mask = _png(np.ones((64, 80), np.uint8))
+
+    def record(source_id, boxes):
+        n = len(boxes)
+        return make_example({
+            "encoded": image, "format": "png", "height": 64, "width": 80,
+            "filename": f"{source_id}.png", "source_id": str(source_id), "boxes": boxes,
+            "labels": [1] * n, "texts": ["c"] * n, "is_crowd": [0] * n,
+            "areas": [1.0] * n, "masks": [mask] * n})
+
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(record(1, [[0.1, 0.1, 0.5, 0.6]]).SerializeToString())
+        writer.write(record(2, [[0.3, 0.2, 0.3, 0.7]]).SerializeToString())  # zero width
+        writer.write(record(3, []).SerializeToString())
+        writer.write(record(4, [[0.2, 0.2, 0.9, 0.9], [0.5, 0.1, 0.5, 0.2]]).SerializeToString())
+    parser = Parser(CFG, augment=False)
+    lost = {}
+    for serialized in tf.data.TFRecordDataset(path):
+        decoded = decode(serialized)
+        out = parser.parse_train(decoded, seed=tf.constant([0, 0]))
+        lost[int(decoded["source_id"])] = (bool(out["objects_lost"]), int(out["num_gt"]))
+    assert lost == {1: (False, 1), 2: (True, 0), 3: (False, 0), 4: (False, 1)}
+    ds = build_dataset(path, CFG, training=True, batch_size=1, augment=False, repeat=False,
+                       seed=0)
+    assert sorted(int(b["num_gt"][0]) for b in ds) == [0, 1, 1]  # record 2 skipped

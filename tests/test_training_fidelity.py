@@ -218,3 +218,55 @@ def test_parser_targets_match_official(parsed, image_id):
     if image_id == 2:  # the crowd region neutralised some priors
         assert (OFFICIAL[p + "match_conf_t"] == -1).sum() > 0
         assert len(OFFICIAL[p + "crowd_boxes"]) == 1
+
+
+# ---------------------------------------------------------------- augmentation statistics
+def test_random_crop_statistics_match_official():
+    """Our RandomSampleCrop (TF, stateless seeds) against 4000 draws of the official numpy
+    one on the same image and boxes: how often no crop is made, how often each box is kept,
+    and where the crops lie (means and deciles of size and offset), each within 4.5 standard
+    errors of the difference (a different random stream, the same distribution)."""
+    from data.augment import _centres_inside, sample_crop_rect
+
+    h, w = (int(v) for v in OFFICIAL["crop_image_hw"])
+    boxes = tf.constant(OFFICIAL["crop_boxes"])
+    crowd = tf.constant(OFFICIAL["crop_is_crowd"])
+    official_rects = OFFICIAL["crop_rects"].astype(np.float64)
+    official_kept = OFFICIAL["crop_kept"]
+    n = len(official_rects)
+
+    @tf.function
+    def draw(seed):
+        do_crop, rect = sample_crop_rect(boxes, crowd, h, w, seed)
+        rect = tf.where(do_crop, rect, tf.constant([0, 0, w, h]))
+        kept = tf.where(do_crop, _centres_inside(boxes, tf.cast(rect, tf.float32)[None])[0],
+                        tf.ones([4], tf.bool))
+        return rect, kept
+
+    draws = [draw(tf.constant([i, 12345])) for i in range(n)]
+    rects = np.array([d[0].numpy() for d in draws], np.float64)
+    kept = np.array([d[1].numpy() for d in draws])
+
+    def same_rate(a, b, what):
+        p = (a.mean() + b.mean()) / 2
+        se = np.sqrt(max(p * (1 - p), 1e-9) * 2 / n)
+        assert abs(a.mean() - b.mean()) <= 4.5 * se, (what, a.mean(), b.mean())
+
+    full = np.array([0, 0, w, h])
+    ours_none, official_none = (rects == full).all(1), (official_rects == full).all(1)
+    same_rate(ours_none, official_none, "no crop")
+    assert 0.1 < official_none.mean() < 0.25  # the "no crop" mode is 1 of 6
+    for k in range(4):
+        same_rate(kept[:, k], official_kept[:, k], f"box {k} kept")
+    assert (kept[:, :3].any(1)).all()  # a crop keeps a non-crowd box, as the official one
+    ours_c, off_c = rects[~ours_none], official_rects[~official_none]
+    features = {"width": lambda r: (r[:, 2] - r[:, 0]) / w,
+                "height": lambda r: (r[:, 3] - r[:, 1]) / h,
+                "left": lambda r: r[:, 0] / w, "top": lambda r: r[:, 1] / h}
+    for name, f in features.items():
+        a, b = f(ours_c), f(off_c)
+        se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) <= 4.5 * se, (name, a.mean(), b.mean())
+        deciles = np.linspace(0.1, 0.9, 9)
+        np.testing.assert_allclose(np.quantile(a, deciles), np.quantile(b, deciles),
+                                   atol=0.04, err_msg=name)

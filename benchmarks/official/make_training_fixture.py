@@ -23,6 +23,9 @@ Everything uses the tiny architecture of tests/fixtures (official_common.fixture
    loss-side targets of `MultiBoxLoss`: `match()` against the net's priors, the GT masks
    resized to the prototype size and binarized (`lincomb_mask_loss`), and the semantic
    targets (`semantic_segmentation_loss`).
+4. ``crop_*``: 4000 draws of the official `RandomSampleCrop` (numpy seed 0) on one 300x400
+   image with four boxes, the last a crowd: each crop's rectangle (pixels, x1 y1 x2 y2; the
+   whole image when the "no crop" mode was drawn) and which boxes it kept.
 """
 
 from __future__ import annotations
@@ -233,6 +236,46 @@ def parser_targets(config, root):
     return out
 
 
+# ---- augmentation statistics -------------------------------------------------------
+CROP_DRAWS = 4000
+CROP_IMAGE_HW = (300, 400)
+CROP_BOXES = np.array([[20, 30, 120, 110], [200, 40, 380, 200], [150, 180, 260, 290],
+                       [300, 250, 390, 295]], np.float32)  # x1, y1, x2, y2 pixels
+CROP_CROWD = np.array([False, False, False, True])
+
+
+def crop_stats():
+    """The official RandomSampleCrop, CROP_DRAWS times (numpy seed 0) on a 300x400 image
+    with four boxes (the last a crowd): where each crop lies and which boxes it keeps."""
+    from utils.augmentations import RandomSampleCrop
+
+    crop = RandomSampleCrop()
+    options = np.empty(len(crop.sample_options), dtype=object)
+    options[:] = list(crop.sample_options)
+    crop.sample_options = options
+    h, w = CROP_IMAGE_HW
+    grid = np.zeros((h, w, 3), np.float32)
+    grid[..., 0] = np.arange(w)[None]
+    grid[..., 1] = np.arange(h)[:, None]
+    masks = np.zeros((len(CROP_BOXES), h, w), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(CROP_BOXES.astype(int)):
+        masks[k, y1:y2, x1:x2] = k + 1  # the label of each kept row
+    order = np.argsort(CROP_CROWD, kind="stable")  # official: crowds last
+    np.random.seed(0)
+    rects, kept = [], []
+    for _ in range(CROP_DRAWS):
+        labels = {"num_crowds": int(CROP_CROWD.sum()), "labels": np.arange(len(CROP_BOXES))[order]}
+        img, m, b, lab = crop(grid.copy(), masks[order].copy(), CROP_BOXES[order].copy(), labels)
+        x1, y1 = int(img[0, 0, 0]), int(img[0, 0, 1])
+        rects.append([x1, y1, x1 + img.shape[1], y1 + img.shape[0]])
+        keep = np.zeros(len(CROP_BOXES), bool)
+        keep[np.asarray(lab["labels"], int)] = True
+        kept.append(keep)
+    return {"crop_image_hw": np.array(CROP_IMAGE_HW), "crop_boxes": CROP_BOXES,
+            "crop_is_crowd": CROP_CROWD, "crop_rects": np.array(rects, np.int32),
+            "crop_kept": np.array(kept)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-yolact_dir", required=True)
@@ -246,6 +289,7 @@ def main(argv=None):
     arrays = init_stats()
     arrays.update(sgd_steps(config, args.output_dir))
     arrays.update(parser_targets(config, os.path.join(args.output_dir, "official_parser")))
+    arrays.update(crop_stats())
     arrays["official_commit"] = np.array(OFFICIAL_COMMIT)
     arrays["torch_version"] = np.array(torch.__version__)
     path = os.path.join(args.output_dir, "official_training.npz")
