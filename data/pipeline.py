@@ -98,8 +98,9 @@ def shuffle_buffer_size(files, max_bytes: int = FULL_SHUFFLE_BYTES) -> int:
     total = sum(tf.io.gfile.stat(f).length for f in files)
     if total > max_bytes:
         return LARGE_SPLIT_BUFFER
-    count = tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
-    return max(int(count), 1)
+    # A damaged shard counts its readable records; reading it fails later, in the training
+    # loop, which names the file.
+    return max(sum(_count_records(f)[0] for f in files), 1)
 
 
 def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_context=None,

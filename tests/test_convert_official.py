@@ -224,7 +224,10 @@ def saved_files(tmp_path_factory, tiny, state):
     folder = tmp_path_factory.mktemp("weights")
     h5 = str(folder / "tiny.weights.h5")
     save_weights_with_config(tiny, h5)
-    prefix = tf.train.Checkpoint(model=tiny).write(str(folder / "run" / "ckpt-1"))
+    from yolact.checkpoints import checkpoint_objects
+
+    checkpoint = tf.train.Checkpoint(**checkpoint_objects(tiny))
+    prefix = checkpoint.write(str(folder / "run" / "ckpt-1"))
     return {"folder": folder, "h5": h5, "prefix": prefix}
 
 

@@ -381,3 +381,40 @@ def test_time_budget_options_are_checked():
             TrainOptions(tfrecord_dir="", weights_dir="w", time_budget=bad)
     with pytest.raises(ValueError, match="multiworker"):
         TrainOptions(tfrecord_dir="", weights_dir="w", time_budget=5, strategy="multiworker")
+
+
+def test_checkpoint_holds_every_variable_batchnorm_statistics_included(tmp_path):
+    """tf.train.Checkpoint does not follow Keras 3's lists of layers: a train.py checkpoint
+    once held the listed layers' weights only through the optimizer and their BatchNorm
+    statistics not at all, so a model loaded from it (evaluate.py, inference.py, export)
+    ran with fresh statistics. Now every variable is saved under its state_dict name."""
+    from yolact.checkpoints import load_weights, model_variables
+
+    trainer = make_trainer(tmp_path)
+    rng = np.random.default_rng(0)
+    for v in trainer.model.variables:
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
+    prefix = trainer.save()
+    saved = model_variables(trainer.model)
+    assert len(saved) == len(trainer.model.variables)
+    assert len([k for k in saved if k.endswith("running_var")]) > 10
+    fresh = factory_model(trainer.cfg)
+    load_weights(fresh, prefix)
+    for a, b in zip(trainer.model.variables, fresh.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    restored = make_trainer(tmp_path)  # the same run folder: resume
+    assert restored.restore() == prefix
+    for a, b in zip(trainer.model.variables, restored.model.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+    # A checkpoint of the model alone (what older versions wrote for the listed layers) is
+    # refused with one line instead of loading a model with fresh statistics.
+    old = tf.train.Checkpoint(model=trainer.model).write(str(tmp_path / "old" / "ckpt-1"))
+    with pytest.raises(ValueError, match=r"does not hold every weight of this model"):
+        load_weights(factory_model(trainer.cfg), old)
+
+
+def factory_model(cfg):
+    from yolact import factory
+
+    return factory.build_model(cfg, load_backbone=False)

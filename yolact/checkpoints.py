@@ -17,7 +17,35 @@ from __future__ import annotations
 import os
 import re
 
+from yolact.console import one_line
+
 _TF_CHECKPOINT_FILE = re.compile(r"\.(index|data-\d+-of-\d+)$")
+
+
+def model_variables(model) -> dict:
+    """{official state_dict key: variable} for every variable of a built YolactModel.
+
+    tf.train.Checkpoint does not follow Keras 3's lists of layers (`TrackedList`: the FPN's
+    layers, the backbone's stages, ...): through `model` alone it reaches only the layers
+    held in plain attributes, and a training checkpoint held the listed layers' trainable
+    variables only through the optimizer and their BatchNorm statistics not at all. A
+    checkpoint therefore also saves this dict, under stable names.
+    """
+    from yolact.layers import torch_params
+
+    out = {}
+    for prefix, layer in model.torch_layers().items():
+        for suffix, (var, _) in torch_params(layer).items():
+            out[f"{prefix}.{suffix}"] = var
+    missing = {id(v) for v in model.variables} - {id(v) for v in out.values()}
+    if missing:
+        raise ValueError(f"{len(missing)} model variables have no state_dict name")
+    return out
+
+
+def checkpoint_objects(model) -> dict:
+    """The model's part of a tf.train.Checkpoint (train.py adds optimizer and counters)."""
+    return {"model": model, "model_variables": model_variables(model)}
 
 
 def _not_found(path: str) -> FileNotFoundError:
@@ -78,10 +106,18 @@ def load_weights(model, path: str, prefer_best: bool = False) -> str:
         import tensorflow as tf
 
         try:
-            tf.train.Checkpoint(model=model).restore(path).expect_partial()
+            status = tf.train.Checkpoint(**checkpoint_objects(model)).read(path)
+            status.expect_partial()  # the optimizer's slots and counters are not wanted here
         except (tf.errors.OpError, IndexError) as err:  # IndexError: short read of .data-*
             raise ValueError(
                 f"TF checkpoint {path!r} ({path}.index + {path}.data-*) cannot be read "
                 f"(truncated or damaged, or a file of it is missing): "
                 f"{type(err).__name__}: {err}") from err
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as err:
+            raise ValueError(
+                f"TF checkpoint {path!r} does not hold every weight of this model (written "
+                f"for another network, or by a version that did not save the BatchNorm "
+                f"statistics): {one_line(err)}") from err
     return path

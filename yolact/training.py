@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from config import YolactConfig, scaled_schedule, write_json_atomic
 from yolact import factory
+from yolact.checkpoints import checkpoint_objects
 from yolact.console import one_line
 from yolact.losses import combine, loss_terms
 from yolact.optim import TorchSGD, WarmupSchedule
@@ -190,8 +191,8 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                              skipped=self.skipped)
+        self.checkpoint = tf.train.Checkpoint(**checkpoint_objects(self.model),
+                                              optimizer=self.optimizer, skipped=self.skipped)
         self.is_chief = _is_chief(self.strategy)
         ckpt_dir = options.weights_dir
         if not self.is_chief:  # every worker must save; only the chief's copy is kept
