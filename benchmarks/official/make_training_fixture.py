@@ -186,9 +186,10 @@ def parser_targets(config, root):
     cfg.replace({"augment_photometric_distort": False, "augment_expand": False,
                  "augment_random_sample_crop": False, "augment_random_mirror": False})
     info = write_coco_set(root)
+    # before COCODetection: its COCOAnnotationTransform reads the label map when it is made
+    with open(info) as f:
+        cfg.dataset.label_map = {c["id"]: i + 1 for i, c in enumerate(json.load(f)["categories"])}
     dataset = COCODetection(os.path.join(root, "images"), info, transform=SSDAugmentation(MEANS))
-    label_map = {c["id"]: i + 1 for i, c in enumerate(json.load(open(info))["categories"])}
-    cfg.dataset.label_map = label_map
     net = build_net(0, init=False)
     net.train()  # the train-mode output carries the priors
     with torch.no_grad():
