@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements-dev.txt
-.venv/bin/python -c "from yolact.console import quiet_tensorflow; quiet_tensorflow(); import tensorflow as tf, keras; print('tensorflow', tf.__version__, '| keras', keras.__version__)"
+.venv/bin/python -c "from yolact.utils.console import quiet_tensorflow; quiet_tensorflow(); import tensorflow as tf, keras; print('tensorflow', tf.__version__, '| keras', keras.__version__)"

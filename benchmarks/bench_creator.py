@@ -29,8 +29,10 @@ def _cpu_seconds() -> float:
 
 def run(num_images: int = 300, workers=(1, 2), seed: int = 0) -> list:
     """[(num_workers, images/s, CPU ms/image)] per worker count, on one generated dataset."""
-    from data import shapes  # noqa: PLC0415
-    from data import tf_example  # noqa: F401, PLC0415 -- TF import (once per CLI run) untimed
+    from data import (
+        shapes,  # noqa: PLC0415
+        tf_example,  # noqa: F401, PLC0415 -- TF import (once per CLI run) untimed
+    )
     from data.creator import create_tfrecords  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="bench_creator_") as tmp:

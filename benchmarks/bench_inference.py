@@ -7,7 +7,7 @@ For each preset (random-init weights at the preset's IMG_SIZE; `tiny` loads the
 official-architecture fixture tests/fixtures/weights.pth) and each batch size:
   full      decode 640x480 JPEGs (OpenCV) + Predictor.predict (preprocess, network +
             FastNMS compiled together with XLA, masks at 640x480), per image;
-  stages    decode / preprocess / network / detection / postprocess (yolact.timing);
+  stages    decode / preprocess / network / detection / postprocess (yolact.evaluation.timing);
   modes     network + detection eager (the baseline), tf.function, tf.function with
             jit_compile=True, and tf.function network + XLA detection ("split");
             with -modes ...,onnxruntime also the exported ONNX network run by
@@ -56,7 +56,7 @@ def make_jpegs(count: int, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH,
 
 
 def decode_jpeg(data: bytes):
-    """uint8 RGB [H, W, 3], as yolact.inference_io.read_image decodes files."""
+    """uint8 RGB [H, W, 3], as yolact.utils.media.read_image decodes files."""
     import cv2
     import numpy as np
 
@@ -83,13 +83,13 @@ def build(preset: str, boost_classes: int, boost_logit: float):
     import keras
 
     from config import get_config
-    from yolact import factory
+    from yolact.modeling import factory
 
     keras.utils.set_random_seed(0)
     cfg = get_config(preset)
-    model = factory.build_model(cfg, load_backbone=False)
+    model = factory.build_model(cfg)
     if preset == "tiny":
-        from yolact.convert_official import load_official_weights
+        from yolact.weights.official import load_official_weights
 
         load_official_weights(model, FIXTURE_WEIGHTS)
     boost_detections(model, cfg, boost_classes, boost_logit)
@@ -120,9 +120,9 @@ def bench_full(predictor, jpegs: list, batch_size: int, repeats: int, warmup: in
 
 
 def bench_stages(predictor, jpegs: list, batch_size: int, repeats: int, warmup: int) -> dict:
-    """yolact.timing.benchmark_images (per-image ms of each stage) + JPEG decode ms."""
+    """yolact.evaluation.timing.benchmark_images (per-image ms of each stage) + JPEG decode ms."""
     from benchmarks.common import time_fn
-    from yolact.timing import benchmark_images
+    from yolact.evaluation.timing import benchmark_images
 
     images = [decode_jpeg(jpegs[i % len(jpegs)]) for i in range((warmup + repeats) * batch_size)]
     report = benchmark_images(predictor, images, batch_size, warmup=warmup)
@@ -135,10 +135,10 @@ def mode_functions(model, cfg) -> dict:
     """{mode: fn(inputs) -> detections + proto}; eager is the baseline."""
     import tensorflow as tf
 
-    from yolact import factory
-    from yolact.detection import detect
+    from yolact.detection.detector import DetectionParams, detect
+    from yolact.modeling import factory
 
-    priors, params = factory.build_priors(cfg), factory.detection_params(cfg)
+    priors, params = factory.build_priors(cfg), DetectionParams.from_config(cfg)
 
     def net_det(x):
         out = model(x, training=False)
@@ -156,17 +156,17 @@ def mode_functions(model, cfg) -> dict:
 
 
 def onnx_mode(model, cfg, folder: str, threads: int):
-    """fn(x) -> detections + proto: the network exported to ONNX (yolact.export) and run by
-    onnxruntime (yolact.inference.OnnxNetwork) with `threads` threads, then the XLA detection."""
+    """fn(x) -> detections + proto: the network exported to ONNX (yolact.serving.onnx) and run by
+    onnxruntime (yolact.detection.networks.OnnxNetwork) with `threads` threads, then the XLA detection."""
     import tensorflow as tf
 
-    from yolact import factory
-    from yolact.detection import detect
-    from yolact.export import export_onnx
-    from yolact.inference import OnnxNetwork
+    from yolact.detection.detector import DetectionParams, detect
+    from yolact.detection.networks import OnnxNetwork
+    from yolact.modeling import factory
+    from yolact.serving.onnx import export_onnx
 
     network = OnnxNetwork(export_onnx(model, cfg, os.path.join(folder, "model.onnx")), threads)
-    priors, params = factory.build_priors(cfg), factory.detection_params(cfg)
+    priors, params = factory.build_priors(cfg), DetectionParams.from_config(cfg)
     det = tf.function(lambda o: detect(o, priors, params), jit_compile=True)
 
     def run(x):
@@ -229,13 +229,13 @@ def retrace_check(predictor, jpegs: list, batch_size: int) -> list:
 
 def bench_savedmodel(model, cfg, jpegs: list, batch_size: int, repeats: int,
                      warmup: int) -> dict:
-    """Export (yolact.export), load, time serving_default on JPEG bytes; per image."""
+    """Export (yolact.serving.saved_model), load, time serving_default on JPEG bytes; per image."""
     import time
 
     import tensorflow as tf
 
     from benchmarks.common import time_fn
-    from yolact.export import export_saved_model
+    from yolact.serving.saved_model import export_saved_model
 
     with tempfile.TemporaryDirectory(prefix="bench_savedmodel_") as tmp:
         start = time.perf_counter()
@@ -253,7 +253,7 @@ def run_preset(preset: str, batch_sizes, repeats: int, warmup: int, modes, saved
                boost_classes: int = 4, boost_logit: float = 8.0, threads: int = 2) -> dict:
     """Every measurement of one preset; see the module docstring."""
     from benchmarks.common import MemoryPhase, log
-    from yolact.inference import Predictor
+    from yolact.detection.predictor import Predictor
 
     with MemoryPhase() as memory:
         cfg, model = build(preset, boost_classes, boost_logit)
@@ -312,7 +312,7 @@ def print_results(results: list) -> None:
           "masks at 640x480")
     print_table(["preset", "batch", "s/img", "cpu s/img", "dets/img", "official s/img",
                  "speed-up vs official"], full)
-    print("\n## (b) stages, ms per image (yolact.timing; network and detection compiled apart, "
+    print("\n## (b) stages, ms per image (yolact.evaluation.timing; network and detection compiled apart, "
           "XLA)")
     print_table(["preset", "batch", "decode", "preprocess", "network", "detection",
                  "postprocess", "sum"], stages)

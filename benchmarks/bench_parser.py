@@ -48,7 +48,7 @@ def run(num_images: int = 100, num_parsed: int = 300, threads: int = 2, seed: in
         files = tf.io.gfile.glob(write_shapes_records(tmp, num_images, seed))
         base = tf.data.TFRecordDataset(files).repeat().with_options(options)
         decoded = base.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        train_on, train_off = Parser(cfg, augment=True), Parser(cfg, augment=False)
+        train_on, train_off = Parser.from_config(cfg, augment=True), Parser.from_config(cfg, augment=False)
         variants = [
             ("decode only", decoded),
             ("decode + eval parser", decoded.map(train_on.parse_eval, tf.data.AUTOTUNE)),

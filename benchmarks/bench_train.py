@@ -3,7 +3,7 @@
 python -m benchmarks.bench_train [-preset yolact_resnet50] [-batch_size 2] [-steps 3]
     [-threads 2] [-pipeline_images 24] [-pipeline_batches 12] [-json_out results.json]
 
-1. Train step (yolact.training.Trainer, the compiled distributed step of train.py)
+1. Train step (yolact.training.trainer.Trainer, the compiled distributed step of train.py)
    on one fixed synthetic batch repeated from memory: no input cost. Images/s.
 2. Input pipeline (data.pipeline.build_dataset, training parser with augmentation)
    over shapes images (640x480 JPEG) written as TFRecords in a temp folder. Images/s.
@@ -31,7 +31,7 @@ def synthetic_batch(cfg, batch_size: int, seed: int = 0) -> dict:
 
     from data.parser import Parser
 
-    parser, rng, size = Parser(cfg, augment=False), np.random.default_rng(seed), cfg.IMG_SIZE
+    parser, rng, size = Parser.from_config(cfg, augment=False), np.random.default_rng(seed), cfg.IMG_SIZE
     examples = []
     for _ in range(batch_size):
         n = int(rng.integers(1, 4))
@@ -87,7 +87,7 @@ def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: 
     """Every measurement (see the module docstring); times in seconds."""
     from benchmarks.common import MemoryPhase, log, write_shapes_records
     from config import get_config
-    from yolact.training import Trainer, TrainOptions
+    from yolact.training.trainer import Trainer, TrainOptions
 
     cfg = get_config(preset)
     out = {"preset": preset, "img_size": cfg.IMG_SIZE, "batch_size": batch_size,

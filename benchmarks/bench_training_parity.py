@@ -117,7 +117,7 @@ def train_ours(seed, records, work, sched, init=None, tag="ours"):
         if init:
             converted = os.path.splitext(init)[0] + ".weights.h5"
             if not os.path.exists(converted):
-                run([sys.executable, "-m", "yolact.convert_official", "-config", "shapes",
+                run([sys.executable, "-m", "yolact.cli.convert", "-name", "shapes",
                      *overrides(), "-input", init, "-output", converted],
                     os.path.join(work, f"{tag}_s{seed}.convert.log"))
             cmd += ["-init_weights", converted]

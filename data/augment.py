@@ -23,8 +23,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from config import MEAN_RGB
 from yolact.ops.backend import get_ops
+from yolact.ops.image import MEAN_RGB
 from yolact.ops.masks import resize_binarize_masks
 
 # RandomSampleCrop: the official code loops forever; each round draws a mode

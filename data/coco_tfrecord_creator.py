@@ -35,7 +35,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    from yolact.console import run_cli  # noqa: PLC0415
+    from yolact.utils.console import run_cli  # noqa: PLC0415
 
     run_cli("data.creator", "create_from_flags", flags.FLAGS)
 

@@ -1,7 +1,7 @@
 """Parser: decoded example -> fixed-shape training targets or eval inputs.
 
 Model-Garden style: `data.decoder.decode` gives a dict of tensors (see the
-contract in its docstring); `Parser(cfg)` turns it into what the model and the
+contract in its docstring); `Parser.from_config(cfg)` turns it into what the model and the
 loss consume. Runs inside tf.data, so it is TensorFlow whatever KERAS_BACKEND
 says; the matching math is the shared `yolact.ops` code run with
 ``get_ops("tensorflow")``.
@@ -14,6 +14,7 @@ import tensorflow as tf
 from data.augment import AugmentParams, augment, normalize_image, resize_image
 from yolact.ops.anchors import generate_priors
 from yolact.ops.backend import get_ops
+from yolact.ops.image import MEAN_RGB, STD_RGB
 from yolact.ops.masks import resize_binarize_masks, semantic_targets
 from yolact.ops.matching import match_priors
 
@@ -36,19 +37,32 @@ class Parser:
       int32 [] (original size).
     """
 
-    def __init__(self, cfg, augment: bool = True):
-        self.img_size = cfg.IMG_SIZE
-        self.num_max_pad = cfg.NUM_MAX_PAD
-        self.num_classes = cfg.NUM_CLASSES
-        self.proto_size = cfg.PROTO_OUTPUT_SIZE
-        self.seg_size = cfg.FEATURE_SIZES[0]
-        self.threshold_pos = cfg.THRESHOLD_POS
-        self.threshold_neg = cfg.THRESHOLD_NEG
-        self.crowd_iof_threshold = cfg.CROWD_IOF_THRESHOLD
-        self.mean, self.std = tuple(cfg.MEAN), tuple(cfg.STD)
-        self.aug_params = AugmentParams.from_config(cfg, enabled=augment)
-        self.priors = generate_priors(cfg.FEATURE_SIZES, cfg.SCALES, cfg.ASPECT_RATIOS,
-                                      cfg.IMG_SIZE, cfg.USE_SQUARE_ANCHORS)
+    def __init__(self, img_size: int, num_classes: int, num_max_pad: int, proto_size: int,
+                 seg_size: int, priors, aug_params: AugmentParams, threshold_pos: float = 0.5,
+                 threshold_neg: float = 0.4, crowd_iof_threshold: float = 0.7,
+                 mean=MEAN_RGB, std=STD_RGB):
+        self.img_size = img_size
+        self.num_max_pad = num_max_pad
+        self.num_classes = num_classes
+        self.proto_size = proto_size
+        self.seg_size = seg_size
+        self.threshold_pos = threshold_pos
+        self.threshold_neg = threshold_neg
+        self.crowd_iof_threshold = crowd_iof_threshold
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.aug_params = aug_params
+        self.priors = priors
+
+    @classmethod
+    def from_config(cls, cfg, augment: bool = True) -> "Parser":
+        """The parser of a YolactConfig (the data side's one reader of the config)."""
+        return cls(
+            img_size=cfg.IMG_SIZE, num_classes=cfg.NUM_CLASSES, num_max_pad=cfg.NUM_MAX_PAD,
+            proto_size=cfg.PROTO_OUTPUT_SIZE, seg_size=cfg.FEATURE_SIZES[0],
+            priors=generate_priors(**cfg.prior_spec()),
+            aug_params=AugmentParams.from_config(cfg, enabled=augment),
+            threshold_pos=cfg.THRESHOLD_POS, threshold_neg=cfg.THRESHOLD_NEG,
+            crowd_iof_threshold=cfg.CROWD_IOF_THRESHOLD, mean=cfg.MEAN, std=cfg.STD)
 
     def __call__(self, decoded: dict, training: bool, seed=None) -> dict:
         return self.parse_train(decoded, seed) if training else self.parse_eval(decoded)

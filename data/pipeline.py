@@ -123,14 +123,14 @@ def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_cont
         the map is also ordered deterministically). None = random.
       repeat: repeat forever; default: True for training, False for eval.
       augment: False turns every augmentation off (training parser only).
-      parser: a prebuilt Parser (default: Parser(cfg, augment)).
+      parser: a prebuilt Parser (default: Parser.from_config(cfg, augment)).
     Returns:
       tf.data.Dataset of dicts (see Parser); train batches have a fixed batch
       dimension, eval batches may end with a smaller one.
     """
     if repeat is None:
         repeat = training
-    parser = parser or Parser(cfg, augment=augment)
+    parser = parser or Parser.from_config(cfg, augment=augment)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     deterministic = seed is not None or not training

@@ -25,7 +25,7 @@ from absl import app, flags
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from config import SHAPES_CLASSES
+from data.classes import SHAPES_CLASSES
 
 SPLITS = ("train", "val")
 _MIN_VISIBLE = 0.5  # fraction of an object's own area that must stay visible.

@@ -6,10 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from yolact.backbones import build_backbone, load_backbone_weights, save_backbone_weights
-from yolact.backbones.attention import ChannelAttention
-from yolact.layers import (TorchConv2D, TorchDepthwiseConv2D, assign_torch_weights,
-                           max_pool_3x3_s2, named_torch_layers)
+from yolact.modeling.backbones import build_backbone
+from yolact.modeling.backbones.attention import ChannelAttention
+from yolact.modeling.layers import TorchConv2D, TorchDepthwiseConv2D, max_pool_3x3_s2
+from yolact.modeling.torch_names import named_torch_layers
+from yolact.utils.keras_compat import sublayers
+from yolact.weights.backbone import load_backbone_weights, save_backbone_weights
+from yolact.weights.torch_layout import assign_torch_weights
 
 try:
     from tests import torch_pickle as tp
@@ -52,7 +55,7 @@ def np_max_pool_torch(x, k=3, stride=2, pad=1):
 def learnable_count(layer):
     """Parameters as torch counts them: everything but BN running statistics."""
     stats = set()
-    for sub in layer._flatten_layers():
+    for sub in sublayers(layer):
         if isinstance(sub, keras.layers.BatchNormalization):
             stats |= {id(sub.moving_mean), id(sub.moving_variance)}
     return sum(math.prod(v.shape) for v in layer.weights if id(v) not in stats)
@@ -134,7 +137,7 @@ def test_resnet_layout_and_parameter_count(name, blocks, bottleneck, params):
         suffixes = ("weight", "bias", "running_mean", "running_var") \
             if isinstance(layer, keras.layers.BatchNormalization) else ("weight",)
         ours |= {f"{path}.{s}" for s in suffixes}
-    from yolact.backbones.resnet import torchvision_key
+    from yolact.modeling.backbones.resnet import torchvision_key
     assert ours == {torchvision_key(k) for k in torchvision_resnet_keys(blocks, bottleneck)}
     outs = backbone(np.zeros((1, 64, 64, 3), np.float32))
     widths = (256, 512, 1024, 2048) if bottleneck else (64, 128, 256, 512)
@@ -145,7 +148,7 @@ def test_resnet_layout_and_parameter_count(name, blocks, bottleneck, params):
 
 def _fixture_backbone_as_torchvision():
     """The fixture's ResNet-50 [1,1,1,1] backbone renamed to a torchvision ImageNet file."""
-    from yolact.pth import load_state_dict
+    from yolact.weights.pth import load_state_dict
 
     state = {}
     for key, value in load_state_dict("tests/fixtures/weights.pth").items():

@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from config import get_config
-from yolact.convert_official import (CheckpointMismatchError, UnsupportedCheckpointError,
-                                     config_path_for, load_official_weights, load_weights_partial,
-                                     main, save_weights_with_config, weights_num_classes)
-from yolact.factory import build_model
-from yolact.pth import load_state_dict
+from yolact.cli.convert import main
+from yolact.configs.resolve import config_path_for
+from yolact.modeling.factory import build_model
+from yolact.weights.h5 import load_weights_partial, save_weights_with_config, weights_num_classes
+from yolact.weights.official import (
+    CheckpointMismatchError,
+    UnsupportedCheckpointError,
+    load_official_weights,
+)
+from yolact.weights.pth import load_state_dict
 
 FIXTURES = "tests/fixtures"
 WEIGHTS = f"{FIXTURES}/weights.pth"
@@ -35,7 +40,7 @@ def test_model_layout_is_exactly_the_official_state_dict(tiny):
     assert len(official) == 138 - 17
     ours = set()
     for prefix, layer in tiny.torch_layers().items():
-        from yolact.layers import expected_torch_shapes
+        from yolact.weights.torch_layout import expected_torch_shapes
 
         ours |= {f"{prefix}.{suffix}" for suffix in expected_torch_shapes(layer)}
     assert ours == official
@@ -169,7 +174,7 @@ def test_partial_load_skips_exactly_the_class_layers(tmp_path, tiny, state, capl
 
 
 def test_official_pth_into_another_class_count_skips_the_class_layers(state, caplog):
-    from yolact.convert_official import load_official_into
+    from yolact.weights.official import load_official_into
 
     model = build_model(get_config("tiny", NUM_CLASSES=5, CLASS_NAMES=tuple("abcde")))
     fresh = np.array(model.semantic_seg_conv.kernel)
@@ -188,10 +193,11 @@ def test_official_pth_into_another_class_count_skips_the_class_layers(state, cap
 
 
 def test_factory_params_come_from_the_config():
-    from yolact.factory import detection_params, loss_params
+    from yolact.detection.detector import DetectionParams
+    from yolact.losses import LossParams
 
     cfg = get_config("yolact_im700", NMS_THRESHOLD=0.6, NEG_POS_RATIO=4, LOSS_WEIGHT_MASK=5.0)
-    det, loss = detection_params(cfg), loss_params(cfg)
+    det, loss = DetectionParams.from_config(cfg), LossParams.from_config(cfg)
     assert (det.num_classes, det.nms_threshold, det.top_k, det.image_size) == (80, 0.6, 200, 700)
     assert (loss.num_classes, loss.neg_pos_ratio, loss.weight_mask, loss.weight_box) == (80, 4, 5.0, 1.5)
 
@@ -200,7 +206,7 @@ def test_factory_params_come_from_the_config():
 def test_converted_model_reproduces_official_detections(tiny, state, npz):
     """Acceptance: every one of the 100 official detections matched (same class, box
     IoU and mask IoU > 0.99, same score), none left over on either side."""
-    from yolact.convert_official import detection_check, run_reference_input
+    from yolact.weights.verify import detection_check, run_reference_input
 
     load_official_weights(tiny, state)
     ref = dict(np.load(f"{FIXTURES}/{npz}"))
@@ -224,7 +230,7 @@ def saved_files(tmp_path_factory, tiny, state):
     folder = tmp_path_factory.mktemp("weights")
     h5 = str(folder / "tiny.weights.h5")
     save_weights_with_config(tiny, h5)
-    from yolact.checkpoints import checkpoint_objects
+    from yolact.weights.checkpoints import checkpoint_objects
 
     checkpoint = tf.train.Checkpoint(**checkpoint_objects(tiny))
     prefix = checkpoint.write(str(folder / "run" / "ckpt-1"))
@@ -233,7 +239,7 @@ def saved_files(tmp_path_factory, tiny, state):
 
 @pytest.mark.parametrize("case", ["truncated", "random"])
 def test_damaged_keras_weights_name_the_file(tmp_path, saved_files, case):
-    from yolact.checkpoints import load_weights
+    from yolact.weights.checkpoints import load_weights
 
     data = open(saved_files["h5"], "rb").read()
     data = data[: len(data) // 2] if case == "truncated" else np.random.default_rng(0).bytes(4096)
@@ -248,7 +254,7 @@ def test_damaged_keras_weights_name_the_file(tmp_path, saved_files, case):
 
 
 def test_missing_tf_checkpoint_names_the_file_and_lists_the_folder(saved_files):
-    from yolact.checkpoints import load_weights
+    from yolact.weights.checkpoints import load_weights
 
     run = saved_files["folder"] / "run"
     with pytest.raises(FileNotFoundError) as err:
@@ -262,7 +268,7 @@ def test_missing_tf_checkpoint_names_the_file_and_lists_the_folder(saved_files):
 
 
 def test_tf_checkpoint_named_by_its_index_file_loads(saved_files, state):
-    from yolact.checkpoints import load_weights
+    from yolact.weights.checkpoints import load_weights
 
     model = build_model(get_config("tiny"))
     assert load_weights(model, saved_files["prefix"] + ".index") == saved_files["prefix"]
@@ -274,7 +280,7 @@ def test_damaged_tf_checkpoint_names_the_file(tmp_path, saved_files, case):
     import glob
     import shutil
 
-    from yolact.checkpoints import load_weights
+    from yolact.weights.checkpoints import load_weights
 
     prefix = str(tmp_path / "ckpt-1")
     for source in glob.glob(saved_files["prefix"] + ".*"):

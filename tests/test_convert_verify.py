@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 
 from config import get_config
-from yolact.convert_official import (allowed_unmatched, compare_detections, final_detections,
-                                     load_official_weights, main, raw_output_check,
-                                     reference_pairs, run_reference_input)
-from yolact.factory import build_model
+from yolact.cli.convert import main
+from yolact.modeling.factory import build_model
+from yolact.weights.official import load_official_weights
+from yolact.weights.verify import (
+    allowed_unmatched,
+    compare_detections,
+    final_detections,
+    raw_output_check,
+    reference_pairs,
+    run_reference_input,
+)
 
 FIXTURES = "tests/fixtures"
 WEIGHTS = f"{FIXTURES}/weights.pth"

@@ -11,10 +11,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from keras import ops
 
-from yolact.detection import DetectionParams, detect
-from yolact.postprocess import assemble_masks, pixel_boxes, postprocess, resize_masks
+from yolact.detection.detector import DetectionParams, detect
+from yolact.detection.postprocess import assemble_masks, pixel_boxes, postprocess, resize_masks
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -301,8 +300,8 @@ def test_jax_jit_matches_fixture():
         import os, numpy as np, jax
         import keras
         assert keras.backend.backend() == "jax"
-        from yolact.detection import DetectionParams, detect
-        from yolact.postprocess import postprocess
+        from yolact.detection.detector import DetectionParams, detect
+        from yolact.detection.postprocess import postprocess
         ref = np.load(os.path.join("tests", "fixtures", "io.npz"))
         params = DetectionParams(num_classes=3)
         def run(loc, conf, coef, proto):

@@ -10,8 +10,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from yolact.evaluation import STAT_NAMES, category_mapping, coco_metrics, instances_to_coco
-from yolact.inference import Instances
+from yolact.detection.instances import Instances, instances_to_coco
+from yolact.evaluation.coco import STAT_NAMES, category_mapping, coco_metrics
 
 # Non-contiguous source category ids, as in COCO: contiguous 0 -> 3, 1 -> 7.
 CATEGORIES = {0: 3, 1: 7}

@@ -19,9 +19,10 @@ from pycocotools.cocoeval import COCOeval
 from data.creator import create_tfrecords
 from tests.data_utils import ann, rect_poly, save, smooth_image, write_json
 from tests.train_utils import small_config
-from yolact import evaluation
-from yolact.evaluation import evaluate, keep_official_json, make_validation_fn
-from yolact.inference import Instances
+from yolact.detection.instances import Instances, keep_official_json
+from yolact.evaluation import evaluator
+from yolact.evaluation.coco import STAT_NAMES
+from yolact.evaluation.evaluator import evaluate, make_validation_fn
 
 H = 40
 WIDTHS = {10: 50, 11: 52, 12: 54, 13: 56}  # image 13's file is missing: the creator skips it
@@ -274,7 +275,7 @@ def test_source_annotations_from_the_summary(records, tmp_path):
     # predictions; image 13, never written, does not.
     for iou_type in ("bbox", "segm"):
         reference = pycocotools_stats(records["source"], results, iou_type, [10, 11, 12])
-        ours = [metrics[iou_type][k] for k in evaluation.STAT_NAMES]
+        ours = [metrics[iou_type][k] for k in STAT_NAMES]
         np.testing.assert_array_equal(ours, reference)
         unrestricted = pycocotools_stats(records["source"], results, iou_type)
         assert unrestricted[8] < reference[8]  # AR100: image 13's square would be a miss
@@ -321,11 +322,11 @@ def test_validation_fn_checks_once_and_reports_metrics(records, monkeypatch):
     with pytest.raises(ValueError, match="class mismatch"):
         make_validation_fn(cfg_for(("circle", "rectangle")), records["dir"])
     calls = []
-    prepare = evaluation.prepare_evaluation
-    monkeypatch.setattr(evaluation, "prepare_evaluation",
+    prepare = evaluator.prepare_evaluation
+    monkeypatch.setattr(evaluator, "prepare_evaluation",
                         lambda *a, **k: calls.append(a) or prepare(*a, **k))
     fake = FakePredictor(perfect_instances(extra_zero_area=True))
-    monkeypatch.setattr("yolact.inference.Predictor", lambda model, cfg: fake)
+    monkeypatch.setattr("yolact.detection.predictor.Predictor", lambda model, cfg: fake)
     validate = make_validation_fn(cfg_for(), records["dir"], num_draw=0, batch_size=2)
     assert len(calls) == 1
     model = object()

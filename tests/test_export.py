@@ -68,9 +68,9 @@ def smooth_image(seed, height, width):
 def exported(tmp_path_factory):
     """Export once (CLI), reload in a fresh process; returns what the tests compare."""
     from config import get_config
-    from yolact import factory
-    from yolact.checkpoints import load_weights
-    from yolact.inference import Predictor
+    from yolact.detection.predictor import Predictor
+    from yolact.modeling import factory
+    from yolact.weights.checkpoints import load_weights
 
     work = tmp_path_factory.mktemp("export")
     cfg = get_config("tiny")
@@ -194,7 +194,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 def test_layout_config_and_no_overwrite(exported):
     from config import from_json
-    from yolact.export import export_saved_model
+    from yolact.serving.saved_model import export_saved_model
 
     export_dir, cfg = exported["export_dir"], exported["cfg"]
     assert sorted(os.listdir(export_dir)) == ["3"]  # no temp folder left behind
@@ -221,7 +221,8 @@ def test_onnx_network_matches_keras(exported):
 
 
 def test_predictor_with_onnx_network_matches_keras_predictor(exported):
-    from yolact.inference import OnnxNetwork, Predictor
+    from yolact.detection.networks import OnnxNetwork
+    from yolact.detection.predictor import Predictor
 
     network = OnnxNetwork(str(exported["version_dir"] / "model.onnx"), threads=2)
     predictor = Predictor(None, exported["cfg"], jit_compile=False, network=network)
@@ -264,9 +265,9 @@ def test_onnx_export_with_uneven_fpn_upsampling(tmp_path):
     import onnxruntime as ort
 
     from config import get_config
-    from yolact import factory
-    from yolact.checkpoints import load_weights
-    from yolact.export import export_onnx
+    from yolact.modeling import factory
+    from yolact.serving.onnx import export_onnx
+    from yolact.weights.checkpoints import load_weights
 
     cfg = get_config("tiny", IMG_SIZE=136)
     assert cfg.FEATURE_SIZES[:3] == (17, 9, 5)
@@ -289,11 +290,11 @@ def test_onnx_export_with_uneven_fpn_upsampling(tmp_path):
 
 
 def test_resize_weights_match_postprocess_matrix():
-    """The batched graph weights equal yolact.postprocess.resize_matrix row for row."""
+    """The batched graph weights equal yolact.detection.postprocess.resize_matrix row for row."""
     import tensorflow as tf
 
-    from yolact.export import resize_weights
-    from yolact.postprocess import resize_matrix
+    from yolact.detection.postprocess import resize_matrix
+    from yolact.serving.saved_model import resize_weights
 
     sizes = [96, 50, 7, 32]
     weights = resize_weights(32, tf.constant(sizes), tf.constant(100)).numpy()
@@ -306,8 +307,8 @@ def test_resize_weights_match_postprocess_matrix():
 def test_pixel_boxes_batch_matches_pixel_boxes():
     import tensorflow as tf
 
-    from yolact.export import pixel_boxes_batch
-    from yolact.postprocess import pixel_boxes
+    from yolact.detection.postprocess import pixel_boxes
+    from yolact.serving.saved_model import pixel_boxes_batch
 
     boxes = np.array([[[0.1, 0.2, 0.5, 0.9], [0.7, -0.1, 0.3, 1.2]],
                       [[0.0, 0.0, 1.0, 1.0], [0.25, 0.5, 0.26, 0.51]]], np.float32)

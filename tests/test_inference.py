@@ -33,9 +33,9 @@ def setup():
     official-format fixture checkpoint (tests/fixtures/weights.pth), loaded the way the
     CLI loads it."""
     from config import get_config
-    from yolact import factory
-    from yolact.checkpoints import load_weights
-    from yolact.inference import Predictor
+    from yolact.detection.predictor import Predictor
+    from yolact.modeling import factory
+    from yolact.weights.checkpoints import load_weights
 
     cfg = get_config("tiny")
     model = factory.build_model(cfg)
@@ -59,7 +59,7 @@ def run_cli(args, timeout=240):
 def test_folder_skips_corrupt_file_and_round_trips(setup, tmp_path):
     from pycocotools import mask as mask_util
 
-    from yolact.visualization import draw_instances
+    from yolact.utils.drawing import draw_instances
 
     cfg, weights, predictor = setup
     folder, out = tmp_path / "images", tmp_path / "out"
@@ -132,7 +132,8 @@ def test_single_corrupt_file_is_a_clear_error(setup, tmp_path):
 
 
 def test_folder_without_readable_images_raises(setup, tmp_path):
-    from yolact.inference_io import ImageReadError, OutputOptions, run_inference
+    from yolact.detection.runner import OutputOptions, run_inference
+    from yolact.utils.media import ImageReadError
 
     _, _, predictor = setup
     (tmp_path / "x.jpg").write_bytes(b"")
@@ -150,8 +151,8 @@ def test_folder_without_readable_images_raises(setup, tmp_path):
 
 
 def test_video_round_trip(setup, tmp_path):
-    from yolact.inference import Predictor
-    from yolact.inference_io import OutputOptions, run_inference
+    from yolact.detection.predictor import Predictor
+    from yolact.detection.runner import OutputOptions, run_inference
 
     cfg, _, predictor = setup
     height, width, num_frames = 72, 96, 5

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from config import from_json
-from yolact import factory
-from yolact.checkpoints import load_weights
-from yolact.training import TrainOptions, Trainer
+from yolact.modeling import factory
+from yolact.training.trainer import Trainer, TrainOptions
+from yolact.weights.checkpoints import load_weights
 
 LEGACY = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_v1")
 

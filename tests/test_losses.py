@@ -13,8 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from yolact.losses import (LossParams, YolactLoss, class_loss_sum, combine, compute_loss,
-                           loss_terms, mask_loss_sum, ohem_negatives)
+from yolact.losses.yolact_loss import (
+    LossParams,
+    YolactLoss,
+    class_loss_sum,
+    combine,
+    compute_loss,
+    loss_terms,
+    mask_loss_sum,
+    ohem_negatives,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from config import get_config
-from yolact.convert_official import load_official_weights, save_weights_with_config
-from yolact.factory import build_model, build_priors, model_args
-from yolact.model import YolactModel, count_parameters
+from yolact.modeling.factory import build_model, build_priors, model_args
+from yolact.modeling.model import YolactModel, count_parameters
+from yolact.utils.keras_compat import sublayers
+from yolact.weights.h5 import save_weights_with_config
+from yolact.weights.official import load_official_weights
 
 FIXTURES = "tests/fixtures"
-TOL = 1e-4  # fixture README: features ~1e-4 absolute (they reach ~15).
+TOL = 1e-4  # tests/fixtures/README.md: features ~1e-4 absolute (they reach ~15).
 
 
 def nhwc(nchw):
@@ -40,7 +42,7 @@ def max_diff(a, b):
 def learnable(layer):
     """Everything but BN moving statistics (what torch's parameters() holds)."""
     stats = set()
-    for sub in layer._flatten_layers():
+    for sub in sublayers(layer):
         if isinstance(sub, keras.layers.BatchNormalization):
             stats |= {id(sub.moving_mean), id(sub.moving_variance)}
     return sum(math.prod(v.shape) for v in layer.weights if id(v) not in stats)
@@ -68,14 +70,14 @@ def test_tiny_output_shapes_and_parameter_count(tiny):
     cfg = get_config("tiny")
     x = np.zeros((2, 128, 128, 3), np.float32)
     out = tiny(x)
-    # P = 3 * (16^2 + 8^2 + 4^2 + 2^2 + 1^2) = 3 * 341 = 1023 (fixture README)
+    # P = 3 * (16^2 + 8^2 + 4^2 + 2^2 + 1^2) = 3 * 341 = 1023 (tests/fixtures/README.md)
     assert cfg.NUM_PRIORS == 1023 == build_priors(cfg).shape[0]
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "loc": (2, 1023, 4), "conf": (2, 1023, 4), "coef": (2, 1023, 8), "proto": (2, 32, 32, 8)}
     train = frozen_train_call(tiny, x)
     assert tuple(train["seg"].shape) == (2, 16, 16, 3)
     assert all(v.dtype == "float32" for v in train.values())
-    assert 8_836_923 == count_parameters(tiny)  # fixture README: learnable parameters
+    assert 8_836_923 == count_parameters(tiny)  # tests/fixtures/README.md: learnable parameters
     feats = tiny.features(x)
     assert {k: tuple(v.shape)[1:] for k, v in feats.items()} == {
         "C2": (32, 32, 256), "C3": (16, 16, 512), "C4": (8, 8, 1024), "C5": (4, 4, 2048),
@@ -214,7 +216,7 @@ JAX_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np, keras, jax
     from config import get_config
-    from yolact.factory import build_model
+    from yolact.modeling.factory import build_model
     assert keras.backend.backend() == "jax", keras.backend.backend()
     weights, out_path = sys.argv[1], sys.argv[2]
     model = build_model(get_config("tiny"))

@@ -9,8 +9,14 @@ import tensorflow as tf
 from config import get_config
 from yolact.ops.anchors import generate_priors
 from yolact.ops.backend import get_ops
-from yolact.ops.boxes import (center_to_corners, corners_to_center, decode_boxes, encode_boxes,
-                              pairwise_iof, pairwise_iou)
+from yolact.ops.boxes import (
+    center_to_corners,
+    corners_to_center,
+    decode_boxes,
+    encode_boxes,
+    pairwise_iof,
+    pairwise_iou,
+)
 from yolact.ops.masks import crop_masks, resize_binarize_masks, semantic_targets
 from yolact.ops.matching import match_priors
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from config import get_config, scaled_schedule
-from yolact.optim import TorchSGD, WarmupSchedule
+from yolact.training.optimizer import TorchSGD, WarmupSchedule
 
 
 def torch_sgd_reference(w, grads, lr, momentum, l2):

@@ -67,7 +67,7 @@ SCENES = {
 @pytest.mark.parametrize("augment", [False, True])
 def test_train_output_has_contract_shapes(scene, augment):
     boxes, classes, crowd = SCENES[scene]
-    parser = Parser(CFG, augment=augment)
+    parser = Parser.from_config(CFG, augment=augment)
     dataset = tf.data.Dataset.from_tensors(make_decoded(boxes, classes, crowd)).map(
         lambda d: parser.parse_train(d, seed=tf.constant([3, 4])))
     for key, (shape, dtype) in CONTRACT.items():
@@ -102,7 +102,7 @@ def test_more_objects_than_pad_keeps_largest_and_counts_drops():
     assert len(set(areas.tolist())) > 16
     order = np.argsort(-areas, kind="stable")
     kept = np.sort(order[:16])  # the 16 largest, original order
-    parser = Parser(CFG, augment=False)
+    parser = Parser.from_config(CFG, augment=False)
     out = parser.parse_train(make_decoded(boxes, np.arange(21) % 3 + 1, [False] * 21),
                              seed=tf.constant([0, 0]))
     # 21 non-crowd objects, NUM_MAX_PAD = 16 -> 5 dropped.
@@ -116,12 +116,12 @@ def test_more_objects_than_pad_keeps_largest_and_counts_drops():
 
 def test_crowd_only_image_is_all_background_or_neutral():
     crowd_box = np.array([[20, 10, 120, 90]], np.float32)
-    out = Parser(CFG, augment=False).parse_train(make_decoded(crowd_box, [1], [True]),
+    out = Parser.from_config(CFG, augment=False).parse_train(make_decoded(crowd_box, [1], [True]),
                                                  seed=tf.constant([0, 0]))
     assert int(out["num_gt"]) == 0 and int(out["num_dropped"]) == 0
     cls = out["cls_targets"].numpy()
     # numpy reference: prior neutral iff intersection / prior area > 0.7.
-    priors = center_to_corners(Parser(CFG).priors, xp=None).numpy()
+    priors = center_to_corners(Parser.from_config(CFG).priors, xp=None).numpy()
     c = crowd_box[0] / [140, 100, 140, 100]
     iw = np.clip(np.minimum(priors[:, 2], c[2]) - np.maximum(priors[:, 0], c[0]), 0, None)
     ih = np.clip(np.minimum(priors[:, 3], c[3]) - np.maximum(priors[:, 1], c[1]), 0, None)
@@ -132,7 +132,7 @@ def test_crowd_only_image_is_all_background_or_neutral():
 
 def test_parser_reproduces_official_match_fixture(fixtures_dir):
     data = np.load(fixtures_dir / "train.npz")
-    parser = Parser(CFG, augment=False)
+    parser = Parser.from_config(CFG, augment=False)
     np.testing.assert_array_equal(parser.priors, data["priors_cxcywh"])
     for i in range(2):
         labels = data[f"gt{i}_labels"]
@@ -159,7 +159,7 @@ def test_tf_data_path_equals_keras_ops_path():
     classes = np.array([1, 2, 3, 3, 2], np.int32)
     crowd = np.array([False, False, True, False, False])
     decoded = make_decoded(boxes, classes, crowd, seed=3)
-    parser = Parser(CFG, augment=False)
+    parser = Parser.from_config(CFG, augment=False)
     dataset = tf.data.Dataset.from_tensors(decoded).map(
         lambda d: parser.parse_train(d, seed=tf.constant([1, 2])))
     out = {k: v.numpy() for k, v in next(iter(dataset)).items()}
@@ -188,7 +188,7 @@ def test_tf_data_path_equals_keras_ops_path():
 
 def test_eval_parser_resizes_normalizes_and_keeps_size_and_id():
     decoded = make_decoded([[1, 2, 30, 40]], [1], [False], h=96, w=160, seed=5)
-    parser = Parser(CFG)
+    parser = Parser.from_config(CFG)
     out = tf.function(parser.parse_eval)(decoded)
     assert set(out) == {"image", "source_id", "height", "width"}
     assert out["source_id"].numpy() == b"42"
@@ -204,7 +204,7 @@ def test_augmented_targets_stay_consistent_over_seeds():
     boxes = np.array([[5, 5, 60, 50], [50, 30, 130, 95], [80, 8, 100, 40], [0, 0, 140, 100]],
                      np.float32)
     decoded = make_decoded(boxes, [1, 2, 3, 1], [False, False, False, True], seed=1)
-    parser = Parser(CFG, augment=True)
+    parser = Parser.from_config(CFG, augment=True)
     dataset = tf.data.Dataset.from_tensors(decoded).repeat(12).enumerate().map(
         lambda i, d: parser.parse_train(d, seed=tf.stack([i, i + 100])))
     images = []

@@ -13,8 +13,14 @@ import tensorflow as tf
 from config import get_config
 from data.decoder import decode
 from data.parser import Parser
-from data.pipeline import (LARGE_SPLIT_BUFFER, build_dataset, check_shards, find_damaged_shards,
-                           list_shards, shuffle_buffer_size)
+from data.pipeline import (
+    LARGE_SPLIT_BUFFER,
+    build_dataset,
+    check_shards,
+    find_damaged_shards,
+    list_shards,
+    shuffle_buffer_size,
+)
 from data.tf_example import make_example
 
 CFG = get_config("tiny")  # 128 px, NUM_MAX_PAD 16, 1023 priors, proto 32, P3 16
@@ -176,7 +182,7 @@ def test_missing_files_error_quotes_the_pattern(tmp_path):
 
 
 def test_show_samples_writes_one_png_per_record(pattern, tmp_path):
-    from data.show_samples import write_samples
+    from yolact.cli.show_samples import write_samples
 
     paths = write_samples(pattern, CFG, str(tmp_path / "out"), num=3, augment=False)
     assert len(paths) == 3 and all(os.path.basename(p).endswith(".png") for p in paths)
@@ -220,7 +226,7 @@ def test_object_with_an_empty_mask_and_a_box_is_a_training_target():
         "encoded": _png(np.full((60, 80, 3), 128, np.uint8)), "format": "png", "height": 60,
         "width": 80, "filename": "e.png", "source_id": "1", "boxes": [[0.25, 0.2, 0.75, 0.9]],
         "labels": [2], "texts": ["b"], "is_crowd": [0], "areas": [0.0], "masks": [mask]})
-    out = Parser(CFG, augment=False).parse_train(decode(example.SerializeToString()),
+    out = Parser.from_config(CFG, augment=False).parse_train(decode(example.SerializeToString()),
                                                  tf.constant([1, 2], tf.int64))
     assert int(out["num_gt"]) == 1
     np.testing.assert_allclose(out["gt_boxes"][0].numpy(), [0.25, 0.2, 0.75, 0.9], atol=1e-6)
@@ -257,7 +263,7 @@ def test_examples_that_lost_every_object_are_skipped(tmp_path):
         writer.write(record(2, [[0.3, 0.2, 0.3, 0.7]]).SerializeToString())  # zero width
         writer.write(record(3, []).SerializeToString())
         writer.write(record(4, [[0.2, 0.2, 0.9, 0.9], [0.5, 0.1, 0.5, 0.2]]).SerializeToString())
-    parser = Parser(CFG, augment=False)
+    parser = Parser.from_config(CFG, augment=False)
     lost = {}
     for serialized in tf.data.TFRecordDataset(path):
         decoded = decode(serialized)

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from yolact.pth import load_pth, load_state_dict
+from yolact.weights.pth import load_pth, load_state_dict
 
 try:
     from tests import torch_pickle as tp
@@ -186,7 +186,7 @@ def _damaged(tmp_path, case):
                                   "zip without a storage", "legacy cut in its pickle",
                                   "legacy cut in its data"])
 def test_damaged_file_gives_one_clear_error_naming_it(tmp_path, case):
-    from yolact.pth import CheckpointReadError
+    from yolact.weights.pth import CheckpointReadError
 
     data, phrase = _damaged(tmp_path, case)
     path = tmp_path / "damaged.pth"
@@ -201,7 +201,7 @@ def test_damaged_file_gives_one_clear_error_naming_it(tmp_path, case):
 def test_legacy_header_pickles_are_restricted_too(tmp_path):
     """The magic-number pickle at the start of a legacy file was read with a plain
     pickle.load: a crafted file ran code before any check. Now it is refused."""
-    from yolact.pth import UnsafeCheckpointError
+    from yolact.weights.pth import UnsafeCheckpointError
 
     payload = (pickle.GLOBAL + b"pathlib\nPath\n" + pickle.SHORT_BINUNICODE + b"\x01x"
                + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)  # pathlib.Path("x")

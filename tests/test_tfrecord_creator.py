@@ -15,8 +15,15 @@ from pycocotools.coco import COCO
 
 from data import tf_example
 from data.creator import create_tfrecords
-from tests.data_utils import (ann, read_split, rect_poly, save, smooth_image,
-                              uncompressed_rle, write_json)
+from tests.data_utils import (
+    ann,
+    read_split,
+    rect_poly,
+    save,
+    smooth_image,
+    uncompressed_rle,
+    write_json,
+)
 
 H, W = 40, 50
 

@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from tests.train_utils import fixed_dataset_fn, small_config, synthetic_examples
-from yolact.training import TrainOptions, Trainer, train
+from yolact.training.loop import train
+from yolact.training.trainer import Trainer, TrainOptions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -51,7 +52,7 @@ REPLICA_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training.trainer import TrainOptions, Trainer
     out = {}
     examples = synthetic_examples(small_config(), 4, seed=3)
     for n in (1, 2):
@@ -183,7 +184,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path):
 SAVE_LOOP_SCRIPT = textwrap.dedent("""
     import sys
     from tests.train_utils import small_config
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training.trainer import TrainOptions, Trainer
     cfg = small_config(FPN_CHANNELS=128, PROTONET_CHANNELS=128, HEAD_CHANNELS=128)
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
                            max_iter=10, strategy="default", keep_checkpoints=2)
@@ -228,7 +229,8 @@ def test_killed_save_leaves_previous_checkpoint_loadable(tmp_path, delay):
 RESUME_SCRIPT = textwrap.dedent("""
     import sys
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, train
+    from yolact.training.loop import train
+    from yolact.training.trainer import TrainOptions
     cfg = small_config()
     examples = synthetic_examples(cfg, 4)
     fn = fixed_dataset_fn(examples)
@@ -273,7 +275,7 @@ MULTIWORKER_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np, tensorflow as tf
     from tests.train_utils import small_config, synthetic_examples, fixed_dataset_fn
-    from yolact.training import TrainOptions, Trainer
+    from yolact.training.trainer import TrainOptions, Trainer
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cfg = small_config()
     options = TrainOptions(tfrecord_dir="", weights_dir=sys.argv[1], batch_size=4,
@@ -322,7 +324,7 @@ def test_multiworker_two_local_processes(tmp_path):
 
 
 def test_make_strategy_kinds(monkeypatch):
-    from yolact.training import make_strategy
+    from yolact.training.trainer import make_strategy
 
     # No GPU here: auto is the default strategy (one replica, no cross-device wrapping);
     # mirrored still wraps the single CPU.
@@ -345,23 +347,23 @@ def test_time_budget_fits_the_run_and_stretches_the_schedule(tmp_path, monkeypat
     The nominal run is 100 steps (lr steps 50/90); fitted to 60 the linear anneal
     ends at step 60 and the step decays move to 30/54.
     """
-    from yolact import training
+    from yolact.training import guards
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(training, "_clock", lambda: clock["t"])
-    real_step = training.Trainer.train_step
+    monkeypatch.setattr(guards, "_clock", lambda: clock["t"])
+    real_step = Trainer.train_step
 
     def slow_step(self, iterator):
         clock["t"] += 0.5
         return real_step(self, iterator)
 
-    monkeypatch.setattr(training.Trainer, "train_step", slow_step)
+    monkeypatch.setattr(Trainer, "train_step", slow_step)
     cfg = small_config(LR_SCHEDULE=kind, LR_FINAL_RATIO=0.1)
     options = TrainOptions(tfrecord_dir="", weights_dir=str(tmp_path / "w"), batch_size=4,
                            max_iter=100, lr=0.01, warmup_iters=5, lr_steps=(50, 90),
                            strategy="default", time_budget=0.5, print_interval=5)
     fn = fixed_dataset_fn(synthetic_examples(cfg, 4))
-    summary = training.train(cfg, options, dataset_fn=lambda ctx: fn(ctx, 4))
+    summary = train(cfg, options, dataset_fn=lambda ctx: fn(ctx, 4))
     assert summary["step"] == summary["max_iter"] == 60
     assert summary["train_seconds"] == 30.0
     lrs = {h["step"]: h["lr"] for h in summary["history"]}  # lr of the next step
@@ -389,7 +391,7 @@ def test_checkpoint_holds_every_variable_batchnorm_statistics_included(tmp_path)
     once held the listed layers' weights only through the optimizer and their BatchNorm
     statistics not at all, so a model loaded from it (evaluate.py, inference.py, export)
     ran with fresh statistics. Now every variable is saved under its state_dict name."""
-    from yolact.checkpoints import load_weights, model_variables
+    from yolact.weights.checkpoints import load_weights, model_variables
 
     trainer = make_trainer(tmp_path)
     rng = np.random.default_rng(0)
@@ -416,6 +418,6 @@ def test_checkpoint_holds_every_variable_batchnorm_statistics_included(tmp_path)
 
 
 def factory_model(cfg):
-    from yolact import factory
+    from yolact.modeling import factory
 
-    return factory.build_model(cfg, load_backbone=False)
+    return factory.build_model(cfg)

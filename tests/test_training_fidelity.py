@@ -18,11 +18,11 @@ import tensorflow as tf
 from config import get_config
 from tests.test_losses import FIXTURE_PARAMS, TERMS, fixture_batch
 from tests.train_utils import fixed_dataset_fn
-from yolact import factory
-from yolact.convert_official import load_official_weights
-from yolact.layers import torch_params
-from yolact.losses import combine, loss_terms
-from yolact.training import TrainOptions, Trainer
+from yolact.losses.yolact_loss import combine, loss_terms
+from yolact.modeling import factory
+from yolact.modeling.torch_names import torch_params
+from yolact.training.trainer import Trainer, TrainOptions
+from yolact.weights.official import load_official_weights
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 OFFICIAL = np.load(os.path.join(FIXTURES, "official_training.npz"))
@@ -90,7 +90,7 @@ def test_glorot_backbone_would_fail_the_init_check():
 
 # ---------------------------------------------------------------- train-mode BN loss
 def fixture_model(bn_frozen: bool):
-    model = factory.build_model(get_config("tiny"), load_backbone=False)
+    model = factory.build_model(get_config("tiny"))
     load_official_weights(model, WEIGHTS)
     model.freeze_batchnorm(bn_frozen)
     return model
@@ -174,7 +174,7 @@ def parsed(tmp_path_factory):
     create_tfrecords(str(out), os.path.join(root, "images"), None, ann, None, dataset="coco",
                      show_progress=False)
     cfg = get_config("tiny")
-    parser = Parser(cfg, augment=False)
+    parser = Parser.from_config(cfg, augment=False)
     records = tf.data.TFRecordDataset(sorted(glob.glob(str(out / "train-*.tfrecord"))))
     result = {}
     for serialized in records:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from yolact.visualization import class_color, draw_boxes, draw_instances
+from yolact.utils.drawing import class_color, draw_boxes, draw_instances
 
 
 def scene():

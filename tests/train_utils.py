@@ -23,7 +23,7 @@ def synthetic_examples(cfg, count, seed=0):
     """`count` parsed training examples (no augmentation) with 1-3 rectangles each."""
     from data.parser import Parser
 
-    parser = Parser(cfg, augment=False)
+    parser = Parser.from_config(cfg, augment=False)
     rng = np.random.default_rng(seed)
     size = cfg.IMG_SIZE
     examples = []

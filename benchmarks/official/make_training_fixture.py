@@ -38,8 +38,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_common import (OFFICIAL_COMMIT, build_net, fixture_config,  # noqa: E402
-                             import_official, state_dict_numpy)
+from official_common import (  # noqa: E402
+    OFFICIAL_COMMIT,
+    build_net,
+    fixture_config,
+    import_official,
+    state_dict_numpy,
+)
 
 SGD = dict(lr=1e-4, warmup_init=1e-5, warmup_until=2, lr_steps=(3,), gamma=0.1, momentum=0.9,
            decay=5e-4, steps=4)
@@ -178,9 +183,10 @@ def write_coco_set(root):
 def parser_targets(config, root):
     import torch
     import torch.nn.functional as F
-    from data import COCODetection
     from layers.box_utils import match
     from utils.augmentations import MEANS, SSDAugmentation
+
+    from data import COCODetection
 
     cfg = config.cfg
     cfg.replace({"augment_photometric_distort": False, "augment_expand": False,

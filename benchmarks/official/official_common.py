@@ -78,7 +78,7 @@ def official_config(config, *, name: str, class_names, max_size: int, pred_scale
 
 
 def fixture_config(config):
-    """The tiny config of tests/fixtures (see the fixture README): 3 classes, 128 px."""
+    """The tiny config of tests/fixtures (see tests/fixtures/README.md): 3 classes, 128 px."""
     return official_config(config, name="tiny", class_names=("a", "b", "c"), max_size=128,
                            pred_scales=[int(s / 550 * 128) for s in (24, 48, 96, 192, 384)],
                            masks_to_train=100000)
@@ -91,6 +91,7 @@ def build_net(seed: int | None = None, init: bool = True):
     ImageNet file: the backbone keeps torch's default initialisation, as from scratch).
     """
     import torch
+
     from yolact import Yolact
 
     if seed is not None:

@@ -28,7 +28,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_common import build_net, fix_sample_crop, import_official, official_config  # noqa: E402
+from official_common import (  # noqa: E402
+    build_net,
+    fix_sample_crop,
+    import_official,
+    official_config,
+)
 
 
 def parse_args(argv=None):
@@ -97,9 +102,10 @@ def main(argv=None):
     cfg.freeze_bn = args.batch_size < 6
 
     random.seed(args.seed)
-    from data import COCODetection, detection_collate
     from layers.modules import MultiBoxLoss
-    from utils.augmentations import SSDAugmentation, MEANS
+    from utils.augmentations import MEANS, SSDAugmentation
+
+    from data import COCODetection, detection_collate
 
     net = build_net(seed=args.seed)
     if args.init_output:

@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import os
 
-from config import read_json as read_json_file
+from yolact.utils.io import read_json as read_json_file
 
 # How many offending ids / entries an error message lists before "...".
 _LISTED = 5

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import scipy.io
 
-from config import PASCAL_CLASSES
+from data.classes import PASCAL_CLASSES
 from data.sources import coco
 
 CATEGORIES = [(i + 1, name) for i, name in enumerate(PASCAL_CLASSES)]

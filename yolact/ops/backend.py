@@ -12,7 +12,7 @@ Every op in ``yolact.ops`` takes ``xp``, a namespace with ``keras.ops`` names:
 
 from __future__ import annotations
 
-import importlib
+from yolact.utils.keras_compat import backend_module
 
 # keras.ops.* names are spread over these backend submodules.
 _SUBMODULES = ("numpy", "core", "math", "nn", "linalg")
@@ -23,9 +23,8 @@ class _BackendOps:
 
     def __init__(self, backend: str):
         self.name = backend
-        root = f"keras.src.backend.{backend}"
-        self._modules = [importlib.import_module(f"{root}.{m}") for m in _SUBMODULES]
-        self.image = importlib.import_module(f"{root}.image")
+        self._modules = [backend_module(backend, m) for m in _SUBMODULES]
+        self.image = backend_module(backend, "image")
 
     def __getattr__(self, name):
         for module in self._modules:

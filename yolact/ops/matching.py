@@ -63,7 +63,7 @@ def _forced_matches(overlaps, num_valid, xp):
 def match_priors(gt_boxes, gt_labels, gt_valid, crowd_boxes, crowd_valid, priors,
                  pos_threshold=0.5, neg_threshold=0.4, crowd_iof_threshold=0.7,
                  variances=VARIANCES, xp=None):
-    """Match ground truth to priors for one image (official semantics, SPEC 6).
+    """Match ground truth to priors for one image (official `match`, layers/box_utils.py).
 
     Args:
       gt_boxes: float32 [M, 4] non-crowd GT, normalized xyxy (M may be 0 or padded).

@@ -1,0 +1,18 @@
+"""What the CLIs share after their flags: the model from a config and a weights path.
+"""
+
+from __future__ import annotations
+
+
+def load_model(cfg, weights, prefer_best=True):
+    """Build the model for `cfg` and load `weights` (see yolact.checkpoints)."""
+    import numpy as np
+
+    from yolact.modeling import factory
+    from yolact.weights.checkpoints import load_weights
+
+    model = factory.build_model(cfg)
+    model(np.zeros((1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3), np.float32), training=False)
+    resolved = load_weights(model, weights, prefer_best=prefer_best)
+    print(f"Loaded weights from {resolved}")
+    return model

@@ -1,0 +1,90 @@
+"""Convert official PyTorch YOLACT checkpoints (.pth) to Keras weights; no torch needed.
+
+    python -m yolact.cli.convert -name yolact_base \\
+        -input yolact_base_54_800000.pth -output yolact_base.weights.h5 \\
+        [-override NUM_CLASSES=4 ...] [-verify reference_io.npz]
+
+(`--flag` works as well as `-flag`; `-config` is an alias of `-name`.) `-name` is a preset
+(yolact_base/coco, yolact_resnet50, yolact_im700, yolact_darknet53,
+yolact_resnet50_pascal/pascal, tiny, ...) or a config JSON. The output is
+written atomically, with the resolved config beside it (`<stem>.config.json`).
+
+The mapping is that of `yolact.weights.official`.
+
+`-verify REF.npz` (the format of tests/fixtures/io.npz, made by the official
+code) runs the converted model on `input_nchw` and prints one line per array
+(max abs difference; ok when <= 1e-3 x the reference's std + 1e-4) and for the
+detections (matched as sets by class, box IoU > 0.99 and score within 5e-3;
+at most 2% of them, and at least 1, may go unmatched), then a summary line;
+nothing is written when it fails. More checks plug in through
+`verify(..., checks=...)`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from yolact.cli.flags import define_config_flags
+from yolact.configs.resolve import resolve_config
+from yolact.weights.h5 import config_path_for, save_weights_with_config
+from yolact.weights.official import load_official_weights
+from yolact.weights.verify import detection_check, raw_output_check, verify
+
+
+def convert(cfg, input_path: str, output_path: str, verify_path: str | None = None,
+            checks=None, log=print) -> bool:
+    """Build the model for `cfg`, load `input_path`, optionally verify, then write.
+
+    Returns False (and writes nothing) when verification fails.
+    """
+    from yolact.modeling.factory import build_model
+
+    if checks is None:
+        checks = (raw_output_check, detection_check(cfg))
+    model = build_model(cfg)
+    report = load_official_weights(model, input_path)
+    log(f"loaded {report['assigned']} tensors from {input_path} "
+        f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
+    if verify_path:
+        log(f"verifying against {verify_path}:")
+        if not verify(model, verify_path, checks=checks, log=log):
+            log("verification FAILED; nothing written")
+            return False
+    save_weights_with_config(model, output_path, cfg)
+    log(f"wrote {output_path} and {config_path_for(output_path)}")
+    return True
+
+
+def define_flags(fv) -> None:
+    from absl import flags
+
+    define_config_flags("yolact_base", fv)
+    flags.DEFINE_alias("config", "name", flag_values=fv)  # the converter's first spelling
+    flags.DEFINE_string("input", None, "official .pth checkpoint", flag_values=fv)
+    flags.DEFINE_string("output", None, "output .weights.h5", flag_values=fv)
+    flags.DEFINE_string("verify", None, "reference npz (io.npz format)", flag_values=fv)
+    flags.mark_flags_as_required(["input", "output"], flag_values=fv)
+
+
+USAGE = ("usage: python -m yolact.cli.convert -name <preset|config.json> -input X.pth "
+         "-output Y.weights.h5 [-override KEY=VALUE ...] [-verify REF.npz]")
+
+
+def main(argv=None) -> int:
+    """The converter's command line; returns the exit status (2: bad flags, 1: verify failed)."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        fv(sys.argv if argv is None else argv)
+    except flags.Error as err:
+        print(f"{err}\n{USAGE}", file=sys.stderr)
+        return 2
+    cfg = resolve_config(fv.name, None, fv.label_map, fv.override)
+    ok = convert(cfg, fv.input, fv.output, verify_path=fv.verify)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

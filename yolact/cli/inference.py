@@ -1,0 +1,82 @@
+"""inference.py: flags -> Predictor -> `yolact.detection.runner.run_inference`."""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from yolact.cli.common import load_model
+from yolact.cli.flags import FLAGS, define_config_flags, define_weights_flags, run_main
+from yolact.configs.resolve import resolve_config
+
+
+def define_flags(fv=FLAGS) -> None:
+    define_config_flags("coco", fv)
+    define_weights_flags(fv)
+    flags.DEFINE_string("input", None, "Image file, folder of images, video file or webcam "
+                        "index.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Folder for the drawn outputs, masks and "
+                        "results.json.", flag_values=fv)
+    flags.DEFINE_float("score_threshold", 0.3, "Show and save detections with score > this.",
+                       flag_values=fv)
+    flags.DEFINE_integer("top_k", 15, "At most this many detections per image (0 = no limit).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("show_boxes", True, "Draw boxes.", flag_values=fv)
+    flags.DEFINE_boolean("show_masks", True, "Draw masks.", flag_values=fv)
+    flags.DEFINE_boolean("show_labels", True, "Draw class names and scores.", flag_values=fv)
+    flags.DEFINE_boolean("save_masks", False, "Write one PNG mask per instance.",
+                         flag_values=fv)
+    flags.DEFINE_boolean("save_json", False, "Write results.json (COCO style, RLE masks).",
+                         flag_values=fv)
+    flags.DEFINE_integer("batch_size", 4, "Images (or video frames) per forward pass.",
+                         flag_values=fv)
+    flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).",
+                         flag_values=fv)
+    flags.DEFINE_string("onnx", None, "Run the network with onnxruntime from this model.onnx "
+                        "(export_savedmodel.py -onnx; its config.json is read from beside it "
+                        "unless -weights is given). Detection and masks stay the same.",
+                        flag_values=fv)
+    flags.DEFINE_integer("onnx_threads", 0, "onnxruntime intra-op threads (0: all cores).",
+                         flag_values=fv)
+    flags.mark_flags_as_required(["input", "output_dir"], flag_values=fv)
+
+
+def run(flags_) -> dict:
+    """inference.py: flags -> Predictor -> `run_inference` over the input."""
+    from yolact.detection.predictor import Predictor
+    from yolact.detection.runner import OutputOptions, format_summary, run_inference
+    from yolact.utils.media import input_kind, read_image
+
+    if input_kind(flags_.input) == "image":
+        read_image(flags_.input)  # fail on an unreadable file before loading the model
+    if not flags_.weights and not flags_.onnx:
+        raise ValueError("inference.py needs -weights (or -onnx with an exported model.onnx)")
+    if flags_.onnx and not os.path.exists(flags_.onnx):
+        raise FileNotFoundError(f"-onnx: no such file {flags_.onnx!r}")
+    # With -onnx alone, the config.json beside model.onnx (export_savedmodel.py writes it).
+    cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
+                         weights=flags_.weights or flags_.onnx)
+    if flags_.onnx:
+        from yolact.detection.networks import OnnxNetwork
+
+        network = OnnxNetwork(flags_.onnx, threads=flags_.onnx_threads)
+        print(f"Network: onnxruntime on {flags_.onnx}")
+        predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
+    else:
+        model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+        predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
+    options = OutputOptions(
+        score_threshold=flags_.score_threshold, top_k=flags_.top_k,
+        show_boxes=flags_.show_boxes, show_masks=flags_.show_masks,
+        show_labels=flags_.show_labels, save_masks=flags_.save_masks,
+        save_json=flags_.save_json)
+    summary = run_inference(predictor, flags_.input, flags_.output_dir, options,
+                            batch_size=flags_.batch_size)
+    print(format_summary(summary))
+    return summary
+
+
+def main(argv=None) -> None:
+    define_flags()
+    run_main(__name__, argv=argv)

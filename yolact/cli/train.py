@@ -1,0 +1,112 @@
+"""train.py: train YOLACT on TFRecords (tf.distribute: MirroredStrategy over all local GPUs).
+
+Flags -> config (`resolve_config`), `TrainOptions`, the validation function ->
+`yolact.training.loop.train`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from yolact.cli.flags import FLAGS, define_config_flags, run_main
+
+
+def define_flags(fv=FLAGS) -> None:
+    define_config_flags("shapes", fv, with_tfrecord_dir=True)
+    flags.DEFINE_string("weights", "runs/yolact", "Folder for checkpoints, logs and config.json.",
+                        flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Global batch size (split across replicas).",
+                         flag_values=fv)
+    flags.DEFINE_float("lr", None, "Base learning rate (default: config LR x batch_size / 8).",
+                       flag_values=fv)
+    flags.DEFINE_float("momentum", None, "SGD momentum (default: config, 0.9).", flag_values=fv)
+    flags.DEFINE_float("weight_decay", None, "L2 weight decay (default: config, 5e-4).",
+                       flag_values=fv)
+    flags.DEFINE_integer("max_iter", None, "Iterations (default: config MAX_ITER x 8 / "
+                         "batch_size).", flag_values=fv)
+    flags.DEFINE_integer("warmup_iters", None, "Linear warmup iterations (default: config).",
+                         flag_values=fv)
+    flags.DEFINE_list("lr_steps", None, "Iterations where lr is multiplied by LR_GAMMA.",
+                      flag_values=fv)
+    flags.DEFINE_float("time_budget", None, "Train for this many minutes: the iteration count "
+                       "is fitted to the measured step rate and the lr schedule stretched to it.",
+                       flag_values=fv)
+    flags.DEFINE_integer("print_interval", 10, "Log losses every N iterations.", flag_values=fv)
+    flags.DEFINE_integer("save_interval", 5000, "Checkpoint every N iterations.", flag_values=fv)
+    flags.DEFINE_integer("val_interval", 0, "Validate (COCO mAP) every N iterations; 0 = at "
+                         "the end.", flag_values=fv)
+    flags.DEFINE_integer("val_images", 0, "Validate on the first N val images (0 = all).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("resume", True, "Resume from the latest checkpoint in -weights.",
+                         flag_values=fv)
+    flags.DEFINE_string("init_weights", None, "Initial weights (converted official "
+                        ".weights.h5, backbone .pth/.h5); class-dependent layers are skipped "
+                        "on a class mismatch.", flag_values=fv)
+    flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "default"],
+                      "tf.distribute strategy. auto: MirroredStrategy over all local GPUs when "
+                      "there are 2 or more, else the default strategy (faster on one device); "
+                      "mirrored: MirroredStrategy even on one device; multiworker reads "
+                      "TF_CONFIG.", flag_values=fv)
+    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute with loss scaling.",
+                         flag_values=fv)
+    flags.DEFINE_boolean("validate", True, "Run COCO evaluation on the val split.",
+                         flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
+    flags.DEFINE_integer("nan_patience", 100, "After this many consecutive non-finite "
+                         "(skipped) steps, go back to the last checkpoint saved before them (at "
+                         "most 3 times, then stop with an error); 0 = only skip them.",
+                         flag_values=fv)
+    flags.mark_flag_as_required("tfrecord_dir", flag_values=fv)
+
+
+def run(flags_) -> dict:
+    """train.py: flags -> config, options, evaluation -> `train()`."""
+    import keras
+    import tensorflow as tf
+
+    from yolact.configs.resolve import parse_overrides, resolve_config
+    from yolact.training.loop import train
+    from yolact.training.trainer import TrainOptions
+
+
+    overrides = parse_overrides(flags_.override)
+    cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map, overrides)
+    if flags_.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    options = TrainOptions(
+        tfrecord_dir=flags_.tfrecord_dir, weights_dir=flags_.weights,
+        batch_size=flags_.batch_size, lr=flags_.lr, momentum=flags_.momentum,
+        weight_decay=flags_.weight_decay, max_iter=flags_.max_iter,
+        warmup_iters=flags_.warmup_iters,
+        lr_steps=tuple(int(s) for s in flags_.lr_steps) if flags_.lr_steps else None,
+        print_interval=flags_.print_interval, save_interval=flags_.save_interval,
+        val_interval=flags_.val_interval, val_images=flags_.val_images, resume=flags_.resume,
+        init_weights=flags_.init_weights, strategy=flags_.strategy,
+        time_budget=flags_.time_budget,
+        mixed_precision=flags_.mixed_precision, seed=flags_.seed,
+        nan_patience=flags_.nan_patience, explicit_keys=frozenset(overrides))
+    train_pattern = os.path.join(flags_.tfrecord_dir, "train-*.tfrecord")
+    if not tf.io.gfile.glob(train_pattern):
+        raise FileNotFoundError(f"-tfrecord_dir: no training shards match {train_pattern!r}")
+    evaluate_fn = None
+    if flags_.validate:
+        val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")
+        if tf.io.gfile.glob(val_pattern):
+            from data.pipeline import check_shards
+            from yolact.evaluation.evaluator import make_validation_fn
+
+            check_shards(val_pattern)  # a damaged val shard fails now, not after training
+
+            evaluate_fn = make_validation_fn(cfg, flags_.tfrecord_dir,
+                                             max_images=flags_.val_images or None,
+                                             num_draw=options.log_images)
+        else:
+            print(f"No val shards at {val_pattern!r}: training without validation.")
+    return train(cfg, options, evaluate_fn=evaluate_fn)
+
+
+def main(argv=None) -> None:
+    define_flags()
+    run_main(__name__, argv=argv)

@@ -1,0 +1,299 @@
+"""The YOLACT configuration: one frozen dataclass, its derived values and its checks.
+
+User-facing names (NUM_MAX_PAD, THRESHOLD_POS, ...) are stable;
+values that follow from others (feature sizes per level, prior count, prototype size,
+anchor scales at IMG_SIZE) are properties, computed and never typed.
+
+Conventions written once for the whole project:
+- class ids: foreground classes are contiguous 1..NUM_CLASSES; 0 is background
+  in the class (conf) output. Detections report 0-based foreground ids.
+- boxes inside the model and the data pipeline: normalized [0, 1] x1, y1, x2, y2.
+- images: the network sees RGB, normalized with MEAN/STD given in RGB order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from data.classes import COCO_CLASSES
+from yolact.detection.detector import NMS_TYPES
+from yolact.modeling.backbones.names import ATTENTION_TYPES
+from yolact.modeling.backbones.names import BACKBONE_NAMES as BACKBONES
+from yolact.ops.image import MEAN_RGB, STD_RGB
+from yolact.training.schedules import LR_SCHEDULES
+from yolact.utils.io import read_json, write_text_atomic
+
+# Reference image size at which ANCHOR_SCALES are given (official `max_size`).
+ANCHOR_REFERENCE_SIZE = 550
+
+
+def _conv_out(size: int) -> int:
+    """Output size of a 3x3 (or 7x7) stride-2 conv with symmetric padding."""
+    return (size - 1) // 2 + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class YolactConfig:
+    """Every setting of a YOLACT model, its data, loss, detection and training."""
+
+    NAME: str = "yolact_base"
+
+    # Dataset.
+    NUM_CLASSES: int = 80  # foreground classes; background is added by the model.
+    CLASS_NAMES: tuple = COCO_CLASSES
+
+    # Parser / matching.
+    NUM_MAX_PAD: int = 100
+    THRESHOLD_POS: float = 0.5
+    THRESHOLD_NEG: float = 0.4
+    CROWD_IOF_THRESHOLD: float = 0.7
+    DISCARD_BOX_SIZE: float = 4 / 550  # official compares pixels to this: see README.
+    KEEP_EMPTY_TRAIN_IMAGES: bool = False
+
+    # Augmentation (official SSDAugmentation).
+    AUG_PHOTOMETRIC: bool = True
+    AUG_EXPAND: bool = True
+    AUG_CROP: bool = True
+    AUG_MIRROR: bool = True
+    AUG_MAX_EXPAND_RATIO: float = 4.0
+
+    # Model.
+    BACKBONE: str = "resnet101"
+    BACKBONE_BLOCKS: tuple | None = None  # blocks per stage; None = backbone default.
+    BACKBONE_ATTENTION: str | None = None  # None, "se" or "cbam".
+    BACKBONE_WEIGHTS: str | None = None  # local ImageNet weights file.
+    IMG_SIZE: int = 550
+    FPN_CHANNELS: int = 256
+    PROTONET_CHANNELS: int = 256
+    HEAD_CHANNELS: int = 256
+    NUM_MASK: int = 32
+    ANCHOR_SCALES: tuple = (24, 48, 96, 192, 384)  # pixels at ANCHOR_REFERENCE_SIZE.
+    # Official: anchor scales follow IMG_SIZE (im400/im700 configs). False keeps
+    # ANCHOR_SCALES in pixels of the network input, i.e. 3x each level's stride as at
+    # 550: at small sizes scaled anchors become much smaller than the feature stride and
+    # most objects get no prior with IoU >= THRESHOLD_POS (see the shapes preset).
+    SCALE_ANCHORS_WITH_IMG_SIZE: bool = True
+    ASPECT_RATIOS: tuple = (1.0, 0.5, 2.0)
+    USE_SQUARE_ANCHORS: bool = True
+    MEAN: tuple = MEAN_RGB
+    STD: tuple = STD_RGB
+
+    # Loss.
+    LOSS_WEIGHT_CLS: float = 1.0
+    LOSS_WEIGHT_BOX: float = 1.5
+    LOSS_WEIGHT_MASK: float = 6.125
+    LOSS_WEIGHT_SEG: float = 1.0
+    NEG_POS_RATIO: int = 3
+    MASKS_TO_TRAIN: int = 100
+
+    # Detection.
+    CONF_THRESHOLD: float = 0.05
+    TOP_K: int = 200
+    NMS_THRESHOLD: float = 0.5
+    MAX_NUM_DETECTION: int = 100
+    NMS_TYPE: str = "fast"
+
+    # Training (official schedule for batch 8; train.py scales it with the batch).
+    BATCH_SIZE: int = 8
+    LR: float = 1e-3
+    MOMENTUM: float = 0.9
+    WEIGHT_DECAY: float = 5e-4
+    WARMUP_ITERS: int = 500
+    WARMUP_INIT_LR: float = 1e-4
+    LR_STEPS: tuple = (280000, 600000, 700000, 750000)
+    LR_GAMMA: float = 0.1
+    MAX_ITER: int = 800000
+    # "step": the official decay (x LR_GAMMA at each of LR_STEPS). "linear" / "cosine":
+    # after warmup, anneal from LR to LR x LR_FINAL_RATIO at MAX_ITER (LR_STEPS unused).
+    LR_SCHEDULE: str = "step"
+    LR_FINAL_RATIO: float = 0.01
+    FREEZE_BN_BELOW: int = 6  # BN frozen when a replica gets fewer images than this.
+
+    def __post_init__(self):
+        validate(self)
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def NUM_CLASSES_WITH_BG(self) -> int:
+        return self.NUM_CLASSES + 1
+
+    @property
+    def FEATURE_SIZES(self) -> tuple:
+        """Spatial sizes of P3..P7: stride-2 conv arithmetic from IMG_SIZE."""
+        size = self.IMG_SIZE
+        sizes = []
+        for level in range(1, 8):  # stem, pool, C3, C4, C5, P6, P7
+            size = _conv_out(size)
+            if level >= 3:
+                sizes.append(size)
+        return tuple(sizes)
+
+    @property
+    def PROTO_OUTPUT_SIZE(self) -> int:
+        """Prototype resolution: P3 upsampled x2."""
+        return 2 * self.FEATURE_SIZES[0]
+
+    @property
+    def SCALES(self) -> tuple:
+        """Anchor scales in pixels at IMG_SIZE (official `int(s / 550 * size)`)."""
+        if self.IMG_SIZE == ANCHOR_REFERENCE_SIZE or not self.SCALE_ANCHORS_WITH_IMG_SIZE:
+            return tuple(self.ANCHOR_SCALES)
+        return tuple(int(s / ANCHOR_REFERENCE_SIZE * self.IMG_SIZE) for s in self.ANCHOR_SCALES)
+
+    @property
+    def NUM_ANCHORS(self) -> int:
+        """Anchors per location."""
+        return len(self.ASPECT_RATIOS)
+
+    @property
+    def NUM_PRIORS(self) -> int:
+        return sum(s * s for s in self.FEATURE_SIZES) * self.NUM_ANCHORS
+
+    def prior_spec(self) -> dict:
+        """Arguments of `yolact.ops.anchors.generate_priors` for this config (plain values):
+        the model factory and the parser build the same priors from them."""
+        return {"feature_sizes": self.FEATURE_SIZES, "scales": self.SCALES,
+                "aspect_ratios": self.ASPECT_RATIOS, "img_size": self.IMG_SIZE,
+                "square_anchors": self.USE_SQUARE_ANCHORS}
+
+    # ---- serialization --------------------------------------------------
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            write_text_atomic(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, path: str, **overrides) -> "YolactConfig":
+        """Read a config JSON (all keys optional; missing ones take the yolact_base
+        defaults, which are this class's)."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"config JSON not found: {path!r}")
+        data = read_json(path, "config JSON")
+        if not isinstance(data, dict):
+            raise ValueError(f"config JSON {path!r} must hold an object, got "
+                             f"{type(data).__name__}")
+        data.update(overrides)
+        if "NUM_CLASSES" in data and "CLASS_NAMES" not in data:
+            data["CLASS_NAMES"] = tuple(f"class_{i}" for i in range(data["NUM_CLASSES"]))
+        return cls().replace(**data)
+
+    def model_differences(self, other: "YolactConfig") -> dict:
+        """{key: (self's value, other's value)} for the MODEL_KEYS on which they differ."""
+        return model_differences(self, other)
+
+    def replace(self, **overrides) -> "YolactConfig":
+        return dataclasses.replace(self, **_coerce(overrides))
+
+
+# The settings that define a trained network and what its outputs mean: a checkpoint
+# only continues (or is evaluated) under a config that agrees on all of them.
+MODEL_KEYS = ("NUM_CLASSES", "CLASS_NAMES", "BACKBONE", "BACKBONE_BLOCKS", "BACKBONE_ATTENTION",
+              "IMG_SIZE", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
+              "ANCHOR_SCALES", "SCALE_ANCHORS_WITH_IMG_SIZE", "ASPECT_RATIOS",
+              "USE_SQUARE_ANCHORS", "MEAN", "STD")
+
+
+def model_differences(a: "YolactConfig", b: "YolactConfig") -> dict:
+    """{key: (a's value, b's value)} for the MODEL_KEYS on which two configs differ."""
+    return {k: (getattr(a, k), getattr(b, k)) for k in MODEL_KEYS
+            if json.dumps(getattr(a, k)) != json.dumps(getattr(b, k))}
+
+
+def _coerce(overrides: dict) -> dict:
+    """Check names and turn JSON lists into tuples."""
+    names = {f.name: f for f in dataclasses.fields(YolactConfig)}
+    out = {}
+    for key, value in overrides.items():
+        if key not in names:
+            close = [n for n in names if n.lower() == key.lower()]
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValueError(
+                f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(sorted(names))}"
+            )
+        if isinstance(value, list):
+            value = tuple(value)
+        out[key] = _check_type(key, names[key].default, value)
+    return out
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _check_type(key: str, default, value):
+    """Bool keys accept true/false (any case) or 0/1 (the CLI's `-override KEY=False` is
+    not JSON and arrives as the string 'False', which Python would take as true); number
+    keys refuse strings."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"config key {key} expects true or false, got {value!r}")
+    if isinstance(default, (int, float)) and isinstance(value, str):
+        raise ValueError(f"config key {key} expects a number, got {value!r}")
+    return value
+
+
+def validate(cfg: YolactConfig) -> None:
+    """Raise ValueError naming the setting and the value received."""
+
+    def fail(msg):
+        raise ValueError(f"Invalid config {cfg.NAME!r}: {msg}")
+
+    if cfg.NUM_CLASSES < 1:
+        fail(f"NUM_CLASSES must be >= 1, got {cfg.NUM_CLASSES}")
+    if len(cfg.CLASS_NAMES) != cfg.NUM_CLASSES:
+        fail(f"CLASS_NAMES has {len(cfg.CLASS_NAMES)} names but NUM_CLASSES={cfg.NUM_CLASSES}")
+    if not 0.0 <= cfg.THRESHOLD_NEG <= cfg.THRESHOLD_POS <= 1.0:
+        fail(
+            "need 0 <= THRESHOLD_NEG <= THRESHOLD_POS <= 1, got "
+            f"THRESHOLD_NEG={cfg.THRESHOLD_NEG}, THRESHOLD_POS={cfg.THRESHOLD_POS}"
+        )
+    if cfg.IMG_SIZE < 32:
+        fail(f"IMG_SIZE must be >= 32, got {cfg.IMG_SIZE}")
+    if cfg.BACKBONE not in BACKBONES:
+        fail(f"BACKBONE must be one of {BACKBONES}, got {cfg.BACKBONE!r}")
+    if cfg.BACKBONE_ATTENTION not in ATTENTION_TYPES:
+        fail(f"BACKBONE_ATTENTION must be one of {ATTENTION_TYPES}, got {cfg.BACKBONE_ATTENTION!r}")
+    if cfg.NMS_TYPE not in NMS_TYPES:
+        fail(f"NMS_TYPE must be one of {NMS_TYPES}, got {cfg.NMS_TYPE!r}")
+    if len(cfg.ANCHOR_SCALES) != 5:
+        fail(f"ANCHOR_SCALES needs one scale per level P3..P7 (5), got {cfg.ANCHOR_SCALES}")
+    if any(s <= 0 for s in cfg.SCALES):
+        fail(f"anchor scales at IMG_SIZE={cfg.IMG_SIZE} must be positive, got {cfg.SCALES}")
+    if not cfg.ASPECT_RATIOS or any(r <= 0 for r in cfg.ASPECT_RATIOS):
+        fail(f"ASPECT_RATIOS must be positive, got {cfg.ASPECT_RATIOS}")
+    for name in ("NUM_MAX_PAD", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS",
+                 "NUM_MASK", "NEG_POS_RATIO", "MASKS_TO_TRAIN", "TOP_K",
+                 "MAX_NUM_DETECTION", "BATCH_SIZE", "MAX_ITER"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            fail(f"{name} must be a positive integer, got {value!r}")
+    for name in ("CONF_THRESHOLD", "NMS_THRESHOLD", "CROWD_IOF_THRESHOLD"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            fail(f"{name} must be in [0, 1], got {value!r}")
+    if len(cfg.MEAN) != 3 or len(cfg.STD) != 3 or min(cfg.STD) <= 0:
+        fail(f"MEAN and STD need 3 values with STD > 0, got MEAN={cfg.MEAN}, STD={cfg.STD}")
+    stages = 5 if cfg.BACKBONE == "darknet53" else 4
+    if cfg.BACKBONE_BLOCKS is not None and (
+        len(cfg.BACKBONE_BLOCKS) != stages or min(cfg.BACKBONE_BLOCKS) < 1
+    ):
+        fail(f"BACKBONE_BLOCKS needs {stages} positive block counts for {cfg.BACKBONE}, "
+             f"got {cfg.BACKBONE_BLOCKS}")
+    if cfg.LR_SCHEDULE not in LR_SCHEDULES:
+        fail(f"LR_SCHEDULE must be one of {LR_SCHEDULES}, got {cfg.LR_SCHEDULE!r}")
+    if not 0.0 <= cfg.LR_FINAL_RATIO <= 1.0:
+        fail(f"LR_FINAL_RATIO must be in [0, 1], got {cfg.LR_FINAL_RATIO!r}")
+    if list(cfg.LR_STEPS) != sorted(cfg.LR_STEPS):
+        fail(f"LR_STEPS must be increasing, got {cfg.LR_STEPS}")
+    if cfg.LR <= 0 or cfg.WEIGHT_DECAY < 0 or not 0 <= cfg.MOMENTUM < 1:
+        fail(f"need LR > 0, WEIGHT_DECAY >= 0, 0 <= MOMENTUM < 1; got "
+             f"{cfg.LR}, {cfg.WEIGHT_DECAY}, {cfg.MOMENTUM}")

@@ -1,0 +1,117 @@
+"""Detections -> masks and boxes at the original image size (official eval.py
+`postprocess` on the COCO path: crop_masks=True, score_threshold=0), keras.ops.
+
+Only the kept detections are assembled (never all priors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from yolact.ops.backend import get_ops
+
+
+def resize_matrix(in_size, out_size):
+    """float32 [out_size, in_size] bilinear interpolation weights.
+
+    Half-pixel centres, no antialias (torch `interpolate(align_corners=False)`):
+    src = (dst + 0.5) * in / out - 0.5, clamped at 0; neighbours floor(src) and
+    min(floor(src) + 1, in - 1). Resizing by matrix products keeps the result
+    identical under XLA, whose ResizeBilinear lowering is wrong for some
+    integer upscale factors (3x: 32 -> 96) in TF 2.21.
+    """
+    # float32 arithmetic, as torch and TF compute the source coordinate.
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    weights = np.zeros((out_size, in_size), np.float32)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
+
+
+def resize_masks(masks, height, width):
+    """Bilinear resize of float [..., h, w] masks to [..., height, width] (see resize_matrix)."""
+    ops = get_ops()
+    rows = ops.convert_to_tensor(resize_matrix(masks.shape[-2], int(height)))
+    cols = ops.convert_to_tensor(resize_matrix(masks.shape[-1], int(width)))
+    masks = ops.einsum("yh,...hw->...yw", rows, masks)
+    return ops.einsum("...yw,xw->...yx", masks, cols)
+
+
+def assemble_masks(proto, coef, boxes, valid=None):
+    """sigmoid(proto @ coef^T) cropped by the predicted boxes, at proto size.
+
+    Args:
+      proto: float32 [B, Hp, Wp, K]; coef: float32 [B, D, K];
+      boxes: float32 [B, D, 4] normalized xyxy (the crop keeps 1 proto pixel of
+        padding, official `crop`); valid: optional bool [B, D], masks of
+        invalid (padding) detections are zeroed.
+    Returns:
+      float32 [B, D, Hp, Wp] in [0, 1].
+    """
+    from yolact.ops.masks import crop_masks
+
+    ops = get_ops()
+    masks = ops.sigmoid(ops.einsum("bhwk,bdk->bhwd", proto, coef))
+    masks = crop_masks(masks, boxes)  # [B, Hp, Wp, D]
+    if valid is not None:
+        masks = masks * ops.cast(valid, masks.dtype)[:, None, None, :]
+    return ops.transpose(masks, (0, 3, 1, 2))
+
+
+def pixel_boxes(boxes, height, width):
+    """Normalized xyxy [..., 4] -> int32 pixel boxes, official sanitize rules.
+
+    x1, x2 are scaled by width; x1 = max(min(x1, x2), 0), x2 = min(max(x1, x2),
+    width); then truncation toward zero. The same for y with height.
+    height, width: python numbers, or tensors broadcastable against boxes[..., 0]
+    (e.g. [B, 1] for one size per image).
+    """
+    ops = get_ops()
+
+    def axis(c1, c2, size):
+        size = ops.cast(size, "float32")
+        c1, c2 = c1 * size, c2 * size
+        lo = ops.maximum(ops.minimum(c1, c2), 0.0)
+        hi = ops.minimum(ops.maximum(c1, c2), size)
+        return lo, hi
+
+    x1, x2 = axis(boxes[..., 0], boxes[..., 2], width)
+    y1, y2 = axis(boxes[..., 1], boxes[..., 3], height)
+    return ops.cast(ops.stack([x1, y1, x2, y2], axis=-1), "int32")
+
+
+def postprocess(det, proto, height, width):
+    """Full-size binary masks and pixel boxes for detections of one image size.
+
+    Args:
+      det: `yolact.detection.detect` output (boxes [B, D, 4], coef [B, D, K],
+        classes, scores, num_detections).
+      proto: float32 [B, Hp, Wp, K].
+      height, width: python ints, the original image size.
+    Returns dict:
+      masks uint8 [B, D, height, width] (0/1): the cropped proto-size masks,
+        resized bilinearly (half-pixel, no antialias) and thresholded at > 0.5;
+      masks_lowres float32 [B, D, Hp, Wp]: the cropped masks before resizing;
+      boxes_px int32 [B, D, 4] pixel x1, y1, x2, y2;
+      classes, scores, num_detections: copied from `det`.
+    Padding detections (beyond num_detections) get empty masks.
+    """
+    ops = get_ops()
+    num = det["scores"].shape[1]
+    valid = ops.arange(num)[None, :] < ops.cast(det["num_detections"], "int32")[:, None]
+    lowres = assemble_masks(proto, det["coef"], det["boxes"], valid)
+    masks = ops.cast(resize_masks(lowres, height, width) > 0.5, "uint8")
+    return {
+        "masks": masks,
+        "masks_lowres": lowres,
+        "boxes_px": pixel_boxes(det["boxes"], height, width),
+        "classes": det["classes"],
+        "scores": det["scores"],
+        "num_detections": det["num_detections"],
+    }

@@ -1,0 +1,118 @@
+"""Predictor: images -> instances (boxes, classes, scores, masks at original size).
+
+Stages (each callable on its own, which `evaluate.py --benchmark` times):
+  preprocess   uint8 RGB [B, H, W, 3] -> float32 [B, S, S, 3] (resize + normalize)
+  network      model forward (inference mode)
+  detect       FastNMS with fixed shapes (graph-compiled: XLA on the TF backend)
+  postprocess  masks of the kept detections only, resized to each original size
+
+On the TensorFlow backend the network runs as a plain graph (tf.function)
+and detection as an XLA program (``jit_compile=True``): XLA makes FastNMS
+about 6x faster but gives the convolutions nothing on CPU, and compiling the
+whole network again for every new batch size costs 20-30 s
+(benchmarks/RESULTS.md). On JAX both are jitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from yolact.detection.detector import DetectionParams, detect
+from yolact.detection.instances import Instances
+from yolact.detection.postprocess import postprocess
+from yolact.modeling import factory
+from yolact.ops.image import preprocess_images
+
+
+def compile_fn(fn, jit_compile):
+    """tf.function(jit_compile) on the TF backend, jax.jit on JAX, plain otherwise.
+
+    jit_compile=None on TF: a plain graph without XLA.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=jit_compile, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+class Predictor:
+    """Runs a YOLACT model end to end. Config is read here, once.
+
+    `network`: an alternative to the Keras model's forward pass with the same
+    inputs and outputs, e.g. OnnxNetwork (then `model` may be None).
+    """
+
+    def __init__(self, model, cfg, jit_compile: bool = True, network=None,
+                 **detection_overrides):
+        self.model = model
+        self.cfg = cfg
+        self.priors = factory.build_priors(cfg)
+        self.params = dataclasses.replace(DetectionParams.from_config(cfg), **detection_overrides)
+        if network is None and model is None:
+            raise ValueError("Predictor needs a model or a network")
+        self._network = network or compile_fn(lambda x: self.model(x, training=False), None)
+        self._detect = compile_fn(lambda outputs: detect(outputs, self.priors, self.params),
+                                jit_compile)
+
+    # ---- stages -----------------------------------------------------------
+    def preprocess(self, images):
+        """uint8 [B, H, W, 3] RGB (all the same size) -> float32 [B, S, S, 3]."""
+        return preprocess_images(images, self.cfg.IMG_SIZE, self.cfg.MEAN, self.cfg.STD)
+
+    def network_and_detect(self, inputs) -> dict:
+        """float32 [B, S, S, 3] -> numpy detections (see yolact.detection.detect) + proto."""
+        from keras import ops
+
+        outputs = self._network(inputs)
+        det = dict(self._detect({k: outputs[k] for k in ("loc", "conf", "coef")}))
+        det["proto"] = outputs["proto"]
+        return {k: ops.convert_to_numpy(v) for k, v in det.items()}
+
+    @staticmethod
+    def postprocess_one(det: dict, index: int, height: int, width: int) -> Instances:
+        """Masks and pixel boxes of image `index` of a batch at its original size."""
+        n = int(det["num_detections"][index])
+        if n == 0:
+            return Instances(np.zeros((0, 4), np.int32), np.zeros((0,), np.int32),
+                             np.zeros((0,), np.float32), np.zeros((0, height, width), np.uint8))
+        one = {k: det[k][index:index + 1, :n] for k in ("boxes", "classes", "scores", "coef")}
+        one["num_detections"] = np.array([n], np.int32)
+        out = postprocess(one, det["proto"][index:index + 1], height, width)
+        from keras import ops
+
+        return Instances(
+            boxes=ops.convert_to_numpy(out["boxes_px"])[0],
+            classes=np.asarray(det["classes"][index, :n], np.int32),
+            scores=np.asarray(det["scores"][index, :n], np.float32),
+            masks=ops.convert_to_numpy(out["masks"])[0],
+        )
+
+    # ---- end to end ---------------------------------------------------------
+    def predict_normalized(self, inputs, sizes) -> list:
+        """Already preprocessed batch + [(height, width)] -> list of Instances."""
+        det = self.network_and_detect(inputs)
+        return [self.postprocess_one(det, i, int(h), int(w)) for i, (h, w) in enumerate(sizes)]
+
+    def predict(self, images) -> list:
+        """List of uint8 RGB images [H, W, 3] (any sizes) -> list of Instances."""
+        if not len(images):
+            return []
+        batch = np.stack([self._resize_uint8(im) for im in images]) if len(
+            {im.shape for im in images}) > 1 else np.stack(images)
+        inputs = self.preprocess(batch)
+        return self.predict_normalized(inputs, [im.shape[:2] for im in images])
+
+    def _resize_uint8(self, image):
+        """Mixed sizes cannot be stacked: resize each to S x S first (float, same math)."""
+        return np.asarray(preprocess_images(image[None].astype(np.float32), self.cfg.IMG_SIZE,
+                                            (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))[0]

@@ -1,0 +1,8 @@
+"""The names the backbone registry knows: the one list the config checks against."""
+
+BACKBONE_NAMES = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_tiny",
+    "darknet53", "mobilenetv2",
+)
+# Channel attention after each stage (attention.py): none, "se" or "cbam".
+ATTENTION_TYPES = (None, "se", "cbam")

@@ -1,0 +1,151 @@
+"""The YOLACT network as a subclassed `keras.Model` (keras.ops only; TF and JAX).
+
+Input: images float32 [B, S, S, 3], RGB, normalized (x - MEAN) / STD.
+Output dict (all float32; P = number of priors, A anchors per location):
+- "loc":   [B, P, 4] box regression (dx, dy, dw, dh), SSD coding, variances 0.1/0.2.
+- "conf":  [B, P, C+1] class LOGITS, index 0 = background (detection applies softmax).
+- "coef":  [B, P, NUM_MASK] mask coefficients after tanh.
+- "proto": [B, Hp, Wp, NUM_MASK] prototypes after ReLU (Hp = 2 * P3 size).
+- "seg":   [B, F3, F3, C] semantic logits on P3, only when `training=True`.
+Rows of loc/conf/coef: level P3..P7, then row (y), column (x), anchor -- the
+order of yolact.ops.anchors.generate_priors.
+
+Sub-layers carry the official module names (`backbone`, `fpn`, `proto_net`,
+`prediction_layers.0`, `semantic_seg_conv`), so `model.torch_layers()` maps
+official state_dict prefixes to Keras layers (see yolact/convert_official.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from yolact.modeling.backbones import build_backbone
+from yolact.modeling.fpn import FPN
+from yolact.modeling.head import PredictionHead
+from yolact.modeling.layers import TorchConv2D, nhwc
+from yolact.modeling.protonet import ProtoNet
+from yolact.modeling.torch_names import named_torch_layers
+from yolact.utils.keras_compat import sublayers
+
+
+@keras.saving.register_keras_serializable(package="yolact")
+class YolactModel(keras.Model):
+    """YOLACT: backbone -> FPN (P3..P7) -> protonet + shared head (+ semantic head)."""
+
+    def __init__(self, num_classes, backbone="resnet101", backbone_blocks=None,
+                 backbone_attention=None, fpn_channels=256, protonet_channels=256,
+                 head_channels=256, num_mask=32, num_anchors=3, freeze_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.backbone_name = backbone
+        self.backbone_blocks = tuple(backbone_blocks) if backbone_blocks is not None else None
+        self.backbone_attention = backbone_attention
+        self.fpn_channels, self.protonet_channels = int(fpn_channels), int(protonet_channels)
+        self.head_channels, self.num_mask = int(head_channels), int(num_mask)
+        self.num_anchors = int(num_anchors)
+        self.backbone = build_backbone(backbone, self.backbone_blocks, backbone_attention)
+        self.fpn = FPN(self.fpn_channels, name="fpn")
+        self.proto_net = ProtoNet(self.protonet_channels, self.num_mask, name="proto_net")
+        self.head = PredictionHead(self.num_classes + 1, self.num_anchors, self.num_mask,
+                                   self.head_channels, name="prediction_layers.0")
+        self.semantic_seg_conv = TorchConv2D(self.num_classes, 1, name="semantic_seg_conv")
+        self.freeze_bn = False
+        if freeze_bn:
+            self.freeze_batchnorm(True)
+
+    # ---- construction ------------------------------------------------------
+    def build(self, input_shape):
+        """Create every weight (semantic head included); only channels matter."""
+        if len(input_shape) != 4 or input_shape[-1] != 3:
+            raise ValueError(f"expected images [B, H, W, 3], got shape {tuple(input_shape)}")
+        self.backbone.build(tuple(input_shape))
+        self.fpn.build([nhwc(c) for c in self.backbone.channels[-3:]])
+        self.proto_net.build(nhwc(self.fpn_channels))
+        self.head.build([nhwc(self.fpn_channels)] * (3 + self.fpn.num_downsample))
+        self.semantic_seg_conv.build(nhwc(self.fpn_channels))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name,
+            "backbone_blocks": self.backbone_blocks,
+            "backbone_attention": self.backbone_attention,
+            "fpn_channels": self.fpn_channels,
+            "protonet_channels": self.protonet_channels,
+            "head_channels": self.head_channels,
+            "num_mask": self.num_mask,
+            "num_anchors": self.num_anchors,
+            "freeze_bn": self.freeze_bn,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # ---- forward -------------------------------------------------------------
+    def features(self, images, training=False) -> dict:
+        """Intermediate maps: backbone stages "C{k}" (stride 2**k) and "P3".."P7"."""
+        stages = self.backbone(images, training=training)
+        pyramid = self.fpn(stages[-3:])
+        out = {f"C{int(math.log2(s))}": x for s, x in zip(self.backbone.strides, stages)}
+        out.update({f"P{3 + i}": p for i, p in enumerate(pyramid)})
+        return out
+
+    def call(self, images, training=False):
+        stages = self.backbone(images, training=training)
+        pyramid = self.fpn(stages[-3:])
+        loc, conf, coef = self.head(pyramid)
+        out = {
+            "loc": ops.cast(loc, "float32"),
+            "conf": ops.cast(conf, "float32"),
+            "coef": ops.cast(coef, "float32"),
+            "proto": ops.cast(self.proto_net(pyramid[0]), "float32"),
+        }
+        if training:
+            out["seg"] = ops.cast(self.semantic_seg_conv(pyramid[0]), "float32")
+        return out
+
+    # ---- batch norm, weights layout -----------------------------------------
+    def batchnorm_layers(self) -> list:
+        return [l for l in sublayers(self)
+                if isinstance(l, keras.layers.BatchNormalization)]
+
+    def freeze_batchnorm(self, frozen: bool = True) -> None:
+        """Put every BN layer in inference mode (running statistics) and freeze its
+        gamma/beta, like the official `freeze_bn` for < 6 images per GPU.
+
+        Keras BN layers with trainable=False use their moving statistics even
+        when called with training=True. Setting `model.trainable = True`
+        afterwards would unfreeze them again; call this method instead.
+        """
+        for layer in self.batchnorm_layers():
+            layer.trainable = not frozen
+        self.freeze_bn = bool(frozen)
+
+    def torch_layers(self) -> dict:
+        """{official state_dict prefix: weighted Keras leaf layer}."""
+        return named_torch_layers(self)
+
+    def class_dependent_layers(self) -> dict:
+        """The layers whose shapes depend on NUM_CLASSES (skipped when fine-tuning)."""
+        return {
+            f"{self.head.name}.conf_layer": self.head.conf_layer,
+            self.semantic_seg_conv.name: self.semantic_seg_conv,
+        }
+
+
+def count_parameters(model, include_semantic: bool = True) -> int:
+    """Learnable parameters: conv/dense weights + BN gamma/beta, no BN moving stats.
+
+    Counted whatever the trainable flags (frozen BN included).
+    """
+    skip = set()
+    for layer in model.batchnorm_layers():
+        skip.update({id(layer.moving_mean), id(layer.moving_variance)})
+    if not include_semantic:
+        skip.update(id(v) for v in model.semantic_seg_conv.weights)
+    return int(sum(math.prod(v.shape) for v in model.weights if id(v) not in skip))

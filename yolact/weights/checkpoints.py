@@ -1,0 +1,124 @@
+"""Loading weights from any of the files this project writes or reads.
+
+- a training folder or checkpoint prefix (tf.train.Checkpoint, written by train.py):
+  the latest checkpoint in the folder, or the `best/model.weights.h5` inside
+  it when ``prefer_best``; a prefix's own ``.index`` / ``.data-*`` file names it too;
+- a Keras ``.weights.h5`` (converted official weights, best checkpoint);
+- an official PyTorch ``.pth`` (converted on the fly, no torch needed).
+
+A class-count mismatch (fine-tuning) skips exactly the class-dependent layers.
+A missing path raises FileNotFoundError, a truncated or damaged file a
+ValueError, both naming the file. TensorFlow is needed only for the checkpoint
+format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from yolact.utils.console import one_line
+
+_TF_CHECKPOINT_FILE = re.compile(r"\.(index|data-\d+-of-\d+)$")
+
+
+def model_variables(model) -> dict:
+    """{official state_dict key: variable} for every variable of a built YolactModel.
+
+    tf.train.Checkpoint does not follow Keras 3's lists of layers (`TrackedList`: the FPN's
+    layers, the backbone's stages, ...): through `model` alone it reaches only the layers
+    held in plain attributes, and a training checkpoint held the listed layers' trainable
+    variables only through the optimizer and their BatchNorm statistics not at all. A
+    checkpoint therefore also saves this dict, under stable names.
+    """
+    from yolact.modeling.torch_names import torch_params
+
+    out = {}
+    for prefix, layer in model.torch_layers().items():
+        for suffix, (var, _) in torch_params(layer).items():
+            out[f"{prefix}.{suffix}"] = var
+    missing = {id(v) for v in model.variables} - {id(v) for v in out.values()}
+    if missing:
+        raise ValueError(f"{len(missing)} model variables have no state_dict name")
+    return out
+
+
+def checkpoint_objects(model) -> dict:
+    """The model's part of a tf.train.Checkpoint (train.py adds optimizer and counters)."""
+    return {"model": model, "model_variables": model_variables(model)}
+
+
+def _not_found(path: str) -> FileNotFoundError:
+    """FileNotFoundError for `path`, listing the checkpoint prefixes of its folder."""
+    prefix = _TF_CHECKPOINT_FILE.sub("", path)
+    message = (f"weights not found: {path!r} is neither a file nor a TF checkpoint prefix "
+               f"({prefix + '.index'!r} does not exist)")
+    folder = os.path.dirname(prefix) or "."
+    if not os.path.isdir(folder):
+        return FileNotFoundError(f"{message}; the folder {folder!r} does not exist")
+    found = sorted(n[: -len(".index")] for n in os.listdir(folder) if n.endswith(".index"))
+    if found:
+        message += f"; checkpoints in {folder!r}: {', '.join(found[:10])}"
+    return FileNotFoundError(message)
+
+
+def resolve_weights(path: str, prefer_best: bool = False) -> str:
+    """The concrete file or checkpoint prefix that `path` names."""
+    if os.path.isdir(path):
+        best = os.path.join(path, "best", "model.weights.h5")
+        if prefer_best and os.path.exists(best):
+            return best
+        import tensorflow as tf
+
+        latest = tf.train.latest_checkpoint(path)
+        if latest:
+            return latest
+        if os.path.exists(best):
+            return best
+        raise FileNotFoundError(f"no checkpoint or best/model.weights.h5 in folder {path!r}")
+    if os.path.isfile(path) and not _TF_CHECKPOINT_FILE.search(path):
+        return path
+    prefix = _TF_CHECKPOINT_FILE.sub("", path)  # ckpt-5.index -> ckpt-5
+    if os.path.exists(prefix + ".index"):
+        return prefix
+    raise _not_found(path)
+
+
+def load_weights(model, path: str, prefer_best: bool = False) -> str:
+    """Load weights into a built model; returns the resolved path.
+
+    Raises FileNotFoundError when nothing is at `path` and ValueError naming the
+    file when it is truncated or damaged (`.pth`: yolact.pth.CheckpointReadError).
+    """
+    from yolact.weights.h5 import load_weights_partial
+    from yolact.weights.official import load_official_into
+
+    path = resolve_weights(path, prefer_best)
+    if path.endswith(".pth"):
+        load_official_into(model, path)
+    elif path.endswith(".h5"):
+        try:
+            load_weights_partial(model, path)
+        except OSError as err:  # h5py: "truncated file", "file signature not found", ...
+            raise ValueError(
+                f"{path!r} ({os.path.getsize(path)} bytes) is not a readable Keras .weights.h5 "
+                f"file (truncated or damaged?): {err}") from err
+    else:
+        import tensorflow as tf
+
+        try:
+            status = tf.train.Checkpoint(**checkpoint_objects(model)).read(path)
+            status.expect_partial()  # the optimizer's slots and counters are not wanted here
+        except (tf.errors.OpError, IndexError) as err:  # IndexError: short read of .data-*
+            raise ValueError(
+                f"TF checkpoint {path!r} ({path}.index + {path}.data-*) cannot be read "
+                f"(truncated or damaged, or a file of it is missing): "
+                f"{type(err).__name__}: {err}") from err
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as err:
+            raise ValueError(
+                f"TF checkpoint {path!r} does not hold every weight of this model (written "
+                f"for another network, or by a version that did not save the BatchNorm "
+                f"statistics): {one_line(err)}") from err
+    return path

@@ -1,0 +1,111 @@
+"""Official PyTorch YOLACT weights (.pth) into our model; no torch needed.
+
+Mapping: official state_dict keys (`Yolact.state_dict`, official yolact.py) equal
+`model.torch_layers()` paths + `.weight/.bias/.running_mean/.running_var`; conv weights
+[out, in, kh, kw] become HWIO and BN weight/bias/running_* become gamma/beta/moving_*.
+Ignored: `num_batches_tracked`, legacy `backbone.layer*` (no s) and
+`fpn.downsample_layers.N` beyond the model's two. YOLACT++ keys (DCN
+`conv_offset_mask`, `maskiou_net`) raise `UnsupportedCheckpointError`; any other
+unknown, missing or mis-shaped key raises `CheckpointMismatchError`. The command line
+is `python -m yolact.cli.convert`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger(__name__)
+_YOLACT_PLUS_MARKERS = ("conv_offset_mask", "maskiou_net")
+
+
+_LIST_LIMIT = 20
+
+
+class UnsupportedCheckpointError(ValueError):
+    """The checkpoint needs layers this project does not implement (YOLACT++)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """Unknown, missing or mis-shaped keys between a checkpoint and the model."""
+
+
+def _listing(title: str, items) -> str:
+    items = list(items)
+    more = f" ... and {len(items) - _LIST_LIMIT} more" if len(items) > _LIST_LIMIT else ""
+    return f"{title} ({len(items)}): " + ", ".join(items[:_LIST_LIMIT]) + more
+
+
+def filter_official_state(state: dict, num_downsample: int = 2) -> tuple:
+    """Drop the entries the official `load_weights` drops.
+
+    Returns (kept {key: array}, ignored [keys]). Raises UnsupportedCheckpointError
+    on YOLACT++ keys.
+    """
+    plus = [k for k in state if any(m in k for m in _YOLACT_PLUS_MARKERS)]
+    if plus:
+        raise UnsupportedCheckpointError(
+            "this is a YOLACT++ checkpoint (deformable convs / mask rescoring), which is "
+            "not supported yet; " + _listing("YOLACT++ keys", plus)
+        )
+    kept, ignored = {}, []
+    for key, value in state.items():
+        legacy = key.startswith("backbone.layer") and not key.startswith("backbone.layers")
+        extra = re.match(r"fpn\.downsample_layers\.(\d+)\.", key)
+        if key.endswith("num_batches_tracked") or legacy or (
+            extra and int(extra.group(1)) >= num_downsample
+        ):
+            ignored.append(key)
+        else:
+            kept[key] = value
+    return kept, ignored
+
+
+def _skip_class_layers(model, match) -> list:
+    """Drop shape mismatches of the class-dependent layers from `match`; their names."""
+    class_layers = model.class_dependent_layers()
+    skipped = sorted({m.split(":")[0].rsplit(".", 1)[0] for m in match["shape_mismatch"]}
+                     & set(class_layers))
+    if skipped:
+        match["shape_mismatch"] = [m for m in match["shape_mismatch"]
+                                   if m.split(":")[0].rsplit(".", 1)[0] not in skipped]
+        for name in skipped:
+            match["assign"].pop(name, None)
+    return skipped
+
+
+def load_official_weights(model, state, skip_class_mismatch: bool = False) -> dict:
+    """Assign an official state_dict (dict or .pth path) to a built YolactModel.
+
+    Returns {"assigned": n tensors, "ignored": [keys], "skipped": [layers]}; raises
+    on any mismatch, except that with `skip_class_mismatch` (fine-tuning an official
+    COCO checkpoint on another class count) the class-dependent layers whose shapes
+    differ are skipped with a warning.
+    """
+    from yolact.weights.pth import load_state_dict
+    from yolact.weights.torch_layout import apply_state_dict_match, match_state_dict
+
+    if isinstance(state, str):
+        state = load_state_dict(state)
+    kept, ignored = filter_official_state(state, model.fpn.num_downsample)
+    match = match_state_dict(model, kept)
+    skipped = _skip_class_layers(model, match) if skip_class_mismatch else []
+    if skipped:
+        logger.warning("class count differs from the checkpoint: skipped the class-dependent "
+                       "layers %s, which keep their fresh initialization", ", ".join(skipped))
+    if match["unknown"] or match["missing"] or match["shape_mismatch"]:
+        parts = [
+            _listing("unknown keys", match["unknown"]),
+            _listing("missing keys", match["missing"]),
+            _listing("shape mismatches", match["shape_mismatch"]),
+        ]
+        raise CheckpointMismatchError(
+            "checkpoint does not match the model built from the config (check -config / "
+            "-override NUM_CLASSES=...):\n  " + "\n  ".join(parts)
+        )
+    return {"assigned": apply_state_dict_match(match), "ignored": ignored, "skipped": skipped}
+
+
+def load_official_into(model, path: str) -> dict:
+    """Load an official .pth into `model`, skipping class layers on a class-count mismatch."""
+    return load_official_weights(model, path, skip_class_mismatch=True)
