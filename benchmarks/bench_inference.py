@@ -67,7 +67,7 @@ def decode_jpeg(data: bytes):
 def boost_detections(model, cfg, num_classes: int, logit: float) -> None:
     """Add `logit` to the conf bias of foreground classes 1..num_classes at every anchor.
 
-    The conf layer's channel for (anchor a, class k) is a * (C + 1) + k (yolact/head.py).
+    The conf layer's channel for (anchor a, class k) is a * (C + 1) + k (yolact/modeling/head.py).
     """
     if num_classes <= 0:
         return
@@ -269,7 +269,7 @@ def run_preset(preset: str, batch_sizes, repeats: int, warmup: int, modes, saved
             row["modes"] = bench_modes(model, cfg, batch_size, repeats, warmup, modes, threads)
             if savedmodel:
                 log(f"{preset} batch {batch_size}: SavedModel export and serving")
-                try:  # yolact/export.py is optional here; report a failure, keep the rest
+                try:  # yolact/serving/ is optional here; report a failure, keep the rest
                     row.update(bench_savedmodel(model, cfg, jpegs, batch_size, repeats, warmup))
                 except Exception as err:  # noqa: BLE001
                     row["savedmodel_error"] = f"{type(err).__name__}: {str(err)[:200]}"

@@ -24,8 +24,10 @@ import dataclasses
 import tensorflow as tf
 
 from yolact.ops.backend import get_ops
-from yolact.ops.image import MEAN_RGB
+from yolact.ops.image import MEAN_RGB, normalize_image, resize_image
 from yolact.ops.masks import resize_binarize_masks
+
+_TF = get_ops("tensorflow")  # runs inside tf.data whatever KERAS_BACKEND says
 
 # RandomSampleCrop: the official code loops forever; each round draws a mode
 # (1 of 6, one of them "no crop") and then tries up to 50 rectangles. Here a
@@ -275,19 +277,7 @@ def random_mirror(image, boxes, masks, seed):
     return tf.cond(_coin(seed), lambda: mirror(image, boxes, masks), lambda: (image, boxes, masks))
 
 
-# ---------------------------------------------------------------- resize, normalize
-def resize_image(image, size):
-    """float32 [H, W, 3] -> [size, size, 3]: bilinear, half-pixel, no antialias
-    (what cv2.resize INTER_LINEAR and torch interpolate(align_corners=False) do)."""
-    return tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear",
-                           antialias=False)
-
-
-def normalize_image(image, mean, std):
-    """(image - MEAN) / STD, RGB order; float32 [..., 3]."""
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
+# ---------------------------------------------------------------- resize
 def resize_and_discard(image, boxes, masks, is_crowd, labels, size, discard_box_size):
     """Official Resize: image and masks to size x size, boxes to normalized.
 
@@ -298,8 +288,8 @@ def resize_and_discard(image, boxes, masks, is_crowd, labels, size, discard_box_
     """
     h = tf.cast(tf.shape(image)[0], tf.float32)
     w = tf.cast(tf.shape(image)[1], tf.float32)
-    image = resize_image(image, size)
-    masks = resize_binarize_masks(tf.cast(masks, tf.float32), size, xp=get_ops("tensorflow"))
+    image = resize_image(image, size, xp=_TF)
+    masks = resize_binarize_masks(tf.cast(masks, tf.float32), size, xp=_TF)
     boxes = boxes / tf.stack([w, h, w, h])
     size_px = (boxes[:, 2:] - boxes[:, :2]) * float(size)
     keep = tf.reduce_all(size_px > discard_box_size, axis=1)
@@ -341,7 +331,7 @@ def augment(image, boxes, masks, is_crowd, labels, params: AugmentParams, seed):
     image, boxes, masks, is_crowd, labels = resize_and_discard(
         image, boxes, masks, is_crowd, labels, params.img_size, params.discard_box_size)
     size = params.img_size
-    image = tf.ensure_shape(normalize_image(image, params.mean, params.std), [size, size, 3])
+    image = tf.ensure_shape(normalize_image(image, params.mean, params.std, xp=_TF), [size, size, 3])
     return {
         "image": image,
         "boxes": tf.ensure_shape(boxes, [None, 4]),

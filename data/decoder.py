@@ -22,6 +22,7 @@ equal those the official cv2.imread pipeline sees), not TF's default fast IDCT.
 import tensorflow as tf
 
 from data import tf_example as keys
+from yolact.ops.image import decode_image
 
 
 def _decode_masks(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
@@ -40,17 +41,6 @@ def _decode_masks(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf
     return tf.cast(masks > 0, tf.uint8)
 
 
-def _decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """JPEG (accurate IDCT) or any other tf.io.decode_image format -> uint8 [H, W, 3]."""
-    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
-    image = tf.cond(
-        is_jpeg,
-        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
-    )
-    return tf.ensure_shape(image, [None, None, 3])
-
-
 def decode(serialized: tf.Tensor) -> dict:
     """Decode one serialized tf.Example (tf.string scalar); see the module table."""
     parsed = tf.io.parse_single_example(serialized, keys.FEATURE_SPEC)
@@ -60,7 +50,7 @@ def decode(serialized: tf.Tensor) -> dict:
     }
     height = tf.cast(dense[keys.IMAGE_HEIGHT], tf.int32)
     width = tf.cast(dense[keys.IMAGE_WIDTH], tf.int32)
-    image = _decode_image(dense[keys.IMAGE_ENCODED])
+    image = decode_image(dense[keys.IMAGE_ENCODED])
     boxes = tf.stack([dense[k] for k in keys.BOX_KEYS], axis=-1)
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
     return {

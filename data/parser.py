@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from data.augment import AugmentParams, augment, normalize_image, resize_image
+from data.augment import AugmentParams, augment
 from yolact.ops.anchors import generate_priors
 from yolact.ops.backend import get_ops
-from yolact.ops.image import MEAN_RGB, STD_RGB
+from yolact.ops.image import MEAN_RGB, STD_RGB, preprocess_images
 from yolact.ops.masks import resize_binarize_masks, semantic_targets
 from yolact.ops.matching import match_priors
 
@@ -81,7 +81,8 @@ class Parser:
 
     def parse_eval(self, decoded: dict) -> dict:
         """Resize + normalize only; keep the id and the original size."""
-        image = normalize_image(resize_image(decoded["image"], self.img_size), self.mean, self.std)
+        image = preprocess_images(decoded["image"], self.img_size, self.mean, self.std,
+                                  xp=get_ops("tensorflow"))
         return {
             "image": tf.ensure_shape(image, [self.img_size, self.img_size, 3]),
             "source_id": decoded["source_id"],

@@ -26,6 +26,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from data.classes import SHAPES_CLASSES
+from yolact.utils.io import write_json_atomic
 
 SPLITS = ("train", "val")
 _MIN_VISIBLE = 0.5  # fraction of an object's own area that must stay visible.
@@ -284,13 +285,6 @@ def make_image(seed: int, split_index: int, index: int, min_size: int, max_size:
     return canvas, rng
 
 
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
              min_size: int = 320, max_size: int = 640, jpeg_quality: int = 90,
              crowd_prob: float = 0.06, many_prob: float = 0.1, fixed_size=None,
@@ -334,7 +328,7 @@ def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
             anns += _annotations(canvas, rng, i + 1, len(anns) + 1)
-        _write_json(os.path.join(output_dir, "annotations", f"{split}.json"), {
+        write_json_atomic(os.path.join(output_dir, "annotations", f"{split}.json"), {
             "info": {"description": "YOLACT synthetic shapes", "seed": seed},
             "licenses": [], "images": images, "annotations": anns, "categories": categories,
         })

@@ -6,8 +6,10 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = os.path.join(ROOT, "tests", "fixtures", "legacy_v1")  # a train.py folder + config.json
+from tests import FIXTURES_DIR, REPO
+
+ROOT = str(REPO)
+RUN = os.path.join(FIXTURES_DIR, "legacy_v1")  # a train.py folder + config.json
 
 
 def test_import_yolact_loads_no_framework():

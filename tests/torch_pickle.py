@@ -2,7 +2,7 @@
 
 The pickles emit the same globals torch does (`torch._utils._rebuild_tensor_v2`,
 `torch.FloatStorage`, `collections.OrderedDict`) and the same persistent ids,
-so yolact/pth.py can be tested on zip and legacy files built here.
+so yolact/weights/pth.py can be tested on zip and legacy files built here.
 """
 
 from __future__ import annotations

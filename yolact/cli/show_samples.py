@@ -24,8 +24,9 @@ from data.parser import Parser
 from data.pipeline import list_shards
 from yolact.configs.resolve import get_config
 from yolact.ops.backend import get_ops
-from yolact.ops.boxes import decode_boxes
+from yolact.ops.boxes import VARIANCES, decode_boxes
 from yolact.utils.drawing import draw_boxes, draw_instances
+from yolact.utils.media import write_image_atomic
 
 
 def sample_to_image(parsed: dict, priors, mean, std, class_names) -> np.ndarray:
@@ -44,7 +45,7 @@ def sample_to_image(parsed: dict, priors, mean, std, class_names) -> np.ndarray:
                           parsed["gt_classes"][:num_gt] - 1, None, masks, class_names)
 
 
-def decode_targets(box_targets, priors, variances=(0.1, 0.2)) -> np.ndarray:
+def decode_targets(box_targets, priors, variances=VARIANCES) -> np.ndarray:
     """SSD-decode float32 [n, 4] targets against [n, 4] (cx, cy, w, h) priors -> xyxy."""
     out = decode_boxes(np.asarray(box_targets, np.float32), np.asarray(priors, np.float32),
                        variances, xp=get_ops("tensorflow"))
@@ -69,13 +70,7 @@ def write_samples(file_pattern: str, cfg, output_dir: str, num: int = 8, augment
         drawing = sample_to_image(parsed, parser.priors, cfg.MEAN, cfg.STD, cfg.CLASS_NAMES)
         source_id = decoded["source_id"].numpy().decode() or str(i)
         path = os.path.join(output_dir, f"{i:03d}_{source_id}.png")
-        ok, png = cv2.imencode(".png", cv2.cvtColor(drawing, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError(f"PNG encoding failed for sample {i} ({source_id})")
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(png.tobytes())
-        os.replace(tmp, path)
+        write_image_atomic(path, drawing)
         paths.append(path)
     return paths
 

@@ -23,7 +23,7 @@ from yolact.detection.detector import DetectionParams, detect
 from yolact.detection.instances import Instances
 from yolact.detection.postprocess import postprocess
 from yolact.modeling import factory
-from yolact.ops.image import preprocess_images
+from yolact.ops.image import preprocess_images, resize_image
 
 
 def compile_fn(fn, jit_compile):
@@ -56,6 +56,8 @@ class Predictor:
                  **detection_overrides):
         self.model = model
         self.cfg = cfg
+        self.img_size, self.mean, self.std = cfg.IMG_SIZE, tuple(cfg.MEAN), tuple(cfg.STD)
+        self.class_names = tuple(cfg.CLASS_NAMES)
         self.priors = factory.build_priors(cfg)
         self.params = dataclasses.replace(DetectionParams.from_config(cfg), **detection_overrides)
         if network is None and model is None:
@@ -67,7 +69,7 @@ class Predictor:
     # ---- stages -----------------------------------------------------------
     def preprocess(self, images):
         """uint8 [B, H, W, 3] RGB (all the same size) -> float32 [B, S, S, 3]."""
-        return preprocess_images(images, self.cfg.IMG_SIZE, self.cfg.MEAN, self.cfg.STD)
+        return preprocess_images(images, self.img_size, self.mean, self.std)
 
     def network_and_detect(self, inputs) -> dict:
         """float32 [B, S, S, 3] -> numpy detections (see yolact.detection.detect) + proto."""
@@ -114,5 +116,4 @@ class Predictor:
 
     def _resize_uint8(self, image):
         """Mixed sizes cannot be stacked: resize each to S x S first (float, same math)."""
-        return np.asarray(preprocess_images(image[None].astype(np.float32), self.cfg.IMG_SIZE,
-                                            (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))[0]
+        return np.asarray(resize_image(image, self.img_size))

@@ -16,13 +16,13 @@ rule), then the top_k best.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 import cv2
 import numpy as np
 
+from yolact.utils.io import atomic_path, write_json_atomic
 from yolact.utils.media import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -132,10 +132,7 @@ class ResultWriter:
         data = {"images": self.images,
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)],
                 "annotations": self.annotations}
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        write_json_atomic(path, data)
         return path
 
 
@@ -196,11 +193,28 @@ def run_video(predictor, source: str, writer: ResultWriter, batch_size: int = 4,
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out_path = os.path.join(writer.output_dir, os.path.splitext(name)[0] + ".mp4")
-    tmp_path = os.path.join(writer.output_dir, f".tmp{os.getpid()}-{os.path.basename(out_path)}")
-    video, summary = None, {"num_frames": 0, "num_instances": 0, "skipped": []}
+    summary = {"num_frames": 0, "num_instances": 0, "skipped": []}
     bar = tqdm(total=total if total and total > 0 else None, desc=name, unit="frame",
                disable=not progress)
     start = time.perf_counter()
+    with atomic_path(out_path, suffix=".mp4") as tmp_path:
+        try:
+            _write_video(predictor, capture, writer, name, fps, batch_size, tmp_path, bar,
+                         summary)
+        finally:
+            capture.release()
+            bar.close()
+        if not summary["num_frames"]:
+            raise IOError(f"{name!r}: OpenCV opened it but could not read a single frame")
+    summary.update(processed=[out_path],
+                   fps=summary["num_frames"] / max(time.perf_counter() - start, 1e-9))
+    return summary
+
+
+def _write_video(predictor, capture, writer, name, fps, batch_size, path, bar, summary):
+    """Frames of `capture` -> predictions -> drawn frames in the mp4 at `path`; Ctrl-C
+    ends the video where it is (what was written is kept)."""
+    video = None
     try:
         while True:
             frames = _read_frames(capture, batch_size)
@@ -208,7 +222,7 @@ def run_video(predictor, source: str, writer: ResultWriter, batch_size: int = 4,
                 break
             if video is None:
                 height, width = frames[0].shape[:2]
-                video = cv2.VideoWriter(tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                         (width, height))
             for frame, inst in zip(frames, predict_batch(predictor, frames, writer.options,
                                                          pad_to=batch_size)):
@@ -220,16 +234,8 @@ def run_video(predictor, source: str, writer: ResultWriter, batch_size: int = 4,
     except KeyboardInterrupt:
         bar.write("interrupted: finishing the video written so far")
     finally:
-        capture.release()
-        bar.close()
         if video is not None:
             video.release()
-    if video is None:
-        raise IOError(f"{name!r}: OpenCV opened it but could not read a single frame")
-    os.replace(tmp_path, out_path)
-    summary.update(processed=[out_path],
-                   fps=summary["num_frames"] / max(time.perf_counter() - start, 1e-9))
-    return summary
 
 
 def run_inference(predictor, source: str, output_dir: str, options: OutputOptions,
@@ -242,7 +248,7 @@ def run_inference(predictor, source: str, output_dir: str, options: OutputOption
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     kind = input_kind(source)
-    writer = ResultWriter(output_dir, predictor.cfg.CLASS_NAMES, options)
+    writer = ResultWriter(output_dir, predictor.class_names, options)
     if kind in ("video", "webcam"):
         summary = run_video(predictor, source, writer, batch_size, progress)
     elif kind == "image":

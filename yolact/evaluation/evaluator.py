@@ -183,15 +183,15 @@ def _draw_batch(predictor, images) -> list:
     from yolact.ops.image import denormalize_image
     from yolact.utils.drawing import draw_instances
 
-    size = predictor.cfg.IMG_SIZE
+    size = predictor.img_size
     out = []
     for inst, image in zip(predictor.predict_normalized(images, [(size, size)] * len(images)),
                            np.asarray(images)):
         keep = inst.scores >= 0.3
         inst = inst.select(keep)
-        out.append(draw_instances(denormalize_image(image, predictor.cfg.MEAN, predictor.cfg.STD),
+        out.append(draw_instances(denormalize_image(image, predictor.mean, predictor.std),
                                   inst.boxes, inst.classes, inst.scores, inst.masks,
-                                  predictor.cfg.CLASS_NAMES))
+                                  predictor.class_names))
     return out
 
 

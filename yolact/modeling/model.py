@@ -12,7 +12,7 @@ order of yolact.ops.anchors.generate_priors.
 
 Sub-layers carry the official module names (`backbone`, `fpn`, `proto_net`,
 `prediction_layers.0`, `semantic_seg_conv`), so `model.torch_layers()` maps
-official state_dict prefixes to Keras layers (see yolact/convert_official.py).
+official state_dict prefixes to Keras layers (see yolact/weights/official.py).
 """
 
 from __future__ import annotations

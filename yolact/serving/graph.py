@@ -10,13 +10,14 @@ def _tf():
     return tf
 
 
-def network_outputs(model, images, cfg) -> dict:
+def network_outputs(model, images, num_priors: int, num_classes_with_bg: int,
+                    num_mask: int) -> dict:
     """model(images) with the prior axis made static again (a dynamic batch loses it
-    in the head's reshape, and detection needs P = cfg.NUM_PRIORS statically)."""
+    in the head's reshape, and detection needs P = num_priors statically)."""
     tf = _tf()
     outputs = model(images, training=False)
-    prior_shapes = {"loc": 4, "conf": cfg.NUM_CLASSES_WITH_BG, "coef": cfg.NUM_MASK}
-    out = {k: tf.ensure_shape(outputs[k], [None, cfg.NUM_PRIORS, d])
+    prior_shapes = {"loc": 4, "conf": num_classes_with_bg, "coef": num_mask}
+    out = {k: tf.ensure_shape(outputs[k], [None, num_priors, d])
            for k, d in prior_shapes.items()}
     out["proto"] = outputs["proto"]
     return out

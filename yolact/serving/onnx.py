@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 
 import numpy as np
 
 from yolact.serving.graph import _tf, network_outputs
+from yolact.utils.io import write_bytes_atomic
 
 ONNX_OUTPUTS = ("loc", "conf", "coef", "proto")
 
@@ -25,16 +25,14 @@ def export_onnx(model, cfg, path: str, opset: int | None = None) -> str:
 
     @tf.function(input_signature=spec)
     def network(images):
-        outputs = network_outputs(model, images, cfg)
+        outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
+                                  cfg.NUM_MASK)
         return {k: tf.identity(outputs[k], name=k) for k in ONNX_OUTPUTS}
 
     with _collect_between_onnx_optimizers():
         proto, _ = tf2onnx.convert.from_function(network, input_signature=spec, opset=opset)
     fix_resize_scales(proto)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(proto.SerializeToString())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, proto.SerializeToString())
     return path
 
 

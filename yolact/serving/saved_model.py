@@ -34,9 +34,12 @@ import shutil
 
 import numpy as np
 
+from yolact.ops.backend import get_ops
+from yolact.ops.image import decode_image, normalize_image, resize_image
 from yolact.serving.graph import _tf, network_outputs
 from yolact.serving.onnx import export_onnx
 
+_TF_OPS = get_ops("tensorflow")  # the serving graph is TensorFlow
 OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks", "image_sizes")
 
 
@@ -159,14 +162,8 @@ def decode_and_preprocess(images, size: int, mean, std):
     index = tf.range(count)
 
     def one(i, data):
-        image = tf.cond(  # JPEG: the IDCT of libjpeg's default, which OpenCV uses
-            tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-        shape = tf.shape(image)[:2]
-        image = tf.image.resize(tf.cast(image, tf.float32)[None], (size, size),
-                                method="bilinear", antialias=False)[0]
-        return i, image, tf.cast(shape, tf.int32)
+        image = decode_image(data)
+        return i, resize_image(image, size, xp=_TF_OPS), tf.cast(tf.shape(image)[:2], tf.int32)
 
     decoded = (tf.data.Dataset.from_tensor_slices((index, images)).map(one).ignore_errors()
                .batch(tf.cast(count, tf.int64)))
@@ -182,9 +179,8 @@ def decode_and_preprocess(images, size: int, mean, std):
         _format_hint(tf.gather(images, first)),
         tf.strings.format("; bad batch indices: {}", bad)])
     decoded_all = tf.debugging.Assert(tf.equal(tf.size(kept), count), [message])
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
-    return checked((resized - mean) / std, decoded_all), checked(sizes, decoded_all)
+    normalized = normalize_image(resized, mean, std, xp=_TF_OPS)
+    return checked(normalized, decoded_all), checked(sizes, decoded_all)
 
 
 def _checked_sizes(images, image_sizes):
@@ -228,7 +224,8 @@ def build_archive(model, cfg, predictor=None):
     size = cfg.IMG_SIZE
 
     def serve(images, image_sizes):
-        outputs = network_outputs(model, images, cfg)
+        outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
+                                  cfg.NUM_MASK)
         det = detect(outputs, priors, params)
         return detections_to_outputs(det, outputs["proto"], image_sizes)
 

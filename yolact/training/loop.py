@@ -22,7 +22,7 @@ from yolact.training.guards import (
 )
 from yolact.training.trainer import LOSS_KEYS, Trainer, TrainOptions
 from yolact.utils.console import one_line
-from yolact.utils.io import write_json_atomic
+from yolact.utils.io import atomic_path, write_json_atomic
 
 
 def pipeline_seed(seed: int, step: int) -> int:
@@ -195,8 +195,7 @@ def _validate(trainer: Trainer, evaluate_fn, writer, step: int, best: dict) -> d
         best = {"step": step, **scalars}
         best_dir = os.path.join(trainer.options.weights_dir, "best")
         os.makedirs(best_dir, exist_ok=True)
-        tmp = os.path.join(best_dir, "tmp.weights.h5")
-        trainer.model.save_weights(tmp)
-        os.replace(tmp, os.path.join(best_dir, "model.weights.h5"))
+        with atomic_path(os.path.join(best_dir, "model.weights.h5"), ".weights.h5") as tmp:
+            trainer.model.save_weights(tmp)
         trainer.cfg.to_json(os.path.join(best_dir, "config.json"))
     return best

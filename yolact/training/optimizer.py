@@ -9,6 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from yolact.training.schedules import LR_SCHEDULES
+
 
 @keras.saving.register_keras_serializable(package="yolact")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -28,8 +30,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, base_lr, warmup_init_lr, warmup_iters, steps=(), gamma=0.1,
                  kind="step", max_iter=None, final_ratio=0.01):
-        if kind not in ("step", "linear", "cosine"):
-            raise ValueError(f"schedule kind must be step, linear or cosine, got {kind!r}")
+        if kind not in LR_SCHEDULES:
+            raise ValueError(f"schedule kind must be one of {LR_SCHEDULES}, got {kind!r}")
         if kind != "step" and not max_iter:
             raise ValueError(f"a {kind} schedule needs max_iter, got {max_iter!r}")
         self.base_lr = float(base_lr)

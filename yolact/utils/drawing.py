@@ -1,6 +1,6 @@
 """Drawing instances on an image (numpy + OpenCV; no TensorFlow, no Keras).
 
-Used by ``data/show_samples.py``, ``inference.py`` and TensorBoard summaries.
+Used by ``yolact/cli/show_samples.py``, ``inference.py`` and TensorBoard summaries.
 """
 
 from __future__ import annotations

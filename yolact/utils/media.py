@@ -10,6 +10,8 @@ import os
 import cv2
 import numpy as np
 
+from yolact.utils.io import write_bytes_atomic
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".ppm")
 
 
@@ -51,9 +53,7 @@ def write_image_atomic(path: str, image_rgb) -> None:
                             if np.ndim(image_rgb) == 3 else np.asarray(image_rgb))
     if not ok:
         raise IOError(f"OpenCV cannot encode {path!r}")
-    tmp = f"{path}.tmp{os.getpid()}"
-    data.tofile(tmp)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data.tobytes())
 
 
 def list_images(folder: str) -> tuple:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from yolact.utils.io import atomic_path
+
 
 def _torch_backbone_state(path: str) -> dict:
     """ImageNet .pth -> {our backbone key: array}; classifier entries dropped."""
@@ -32,11 +34,9 @@ def _wrap(backbone):
 
 def save_backbone_weights(backbone, path: str) -> None:
     """Write a built backbone's weights to a Keras `.weights.h5` file (atomic)."""
-    import os
 
-    tmp = f"{path[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5"
-    _wrap(backbone).save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        _wrap(backbone).save_weights(tmp)
 
 
 def load_backbone_weights(backbone, path: str) -> dict:

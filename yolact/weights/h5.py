@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 
+from yolact.utils.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,9 +22,8 @@ def save_weights_with_config(model, path: str, cfg=None) -> None:
     if not path.endswith(".weights.h5"):
         raise ValueError(f"Keras weights files must end in .weights.h5, got {path!r}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path[: -len('.weights.h5')]}.tmp{os.getpid()}.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
     if cfg is not None:
         cfg.to_json(config_path_for(path))
 

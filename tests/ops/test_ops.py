@@ -303,19 +303,3 @@ def test_crop_masks_against_numpy():
     np.testing.assert_array_equal(np.asarray(crop_masks(masks, boxes)), ref)
     batched = np.asarray(crop_masks(masks[None], boxes[None], xp=TF_OPS))[0]
     np.testing.assert_array_equal(batched, ref)
-
-
-def test_override_types():
-    from config import parse_overrides
-
-    # `-override AUG_EXPAND=False` is not JSON: it arrives as the string 'False' and
-    # must become the bool False (a non-empty string would count as true).
-    cfg = get_config("coco", **parse_overrides(["AUG_EXPAND=False", "AUG_CROP=true",
-                                                "SCALE_ANCHORS_WITH_IMG_SIZE=0"]))
-    assert cfg.AUG_EXPAND is False and cfg.AUG_CROP is True
-    assert cfg.SCALE_ANCHORS_WITH_IMG_SIZE is False
-    assert get_config("coco", **parse_overrides(["LR=2e-3"])).LR == 2e-3
-    with pytest.raises(ValueError, match="AUG_EXPAND expects true or false, got 'Flase'"):
-        get_config("coco", **parse_overrides(["AUG_EXPAND=Flase"]))
-    with pytest.raises(ValueError, match="LR expects a number, got 'fast'"):
-        get_config("coco", **parse_overrides(["LR=fast"]))

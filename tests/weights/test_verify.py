@@ -1,5 +1,5 @@
 """`convert_official -verify`: arrays within a tolerance relative to their scale,
-detections compared as matched sets with a small allowance (yolact/convert_official.py).
+detections compared as matched sets with a small allowance (yolact/weights/verify.py).
 
 The reference is tests/fixtures/io.npz (official code); the perturbed copies are
 made here, at run time.

@@ -7,18 +7,19 @@ pretrained backbone exists here). The bar: the training loss falls by at least 1
 iterations; the full demo needs thousands of iterations to halve it), no step is skipped,
 box mAP is above zero (mask AP after 300 from-scratch iterations can still be 0.0), the
 mask metrics are computed from RLE masks at each image's original size, and
-every val image is drawn. Exact mAP values are tested in test_evaluation.py.
+every val image is drawn. Exact mAP values are tested in tests/evaluation/test_coco.py.
 """
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import REPO
+
+ROOT = REPO
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
        "CUDA_VISIBLE_DEVICES": "-1"}
 OVERRIDES = ["NUM_MAX_PAD=12"]

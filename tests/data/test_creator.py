@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from data import tf_example
 from data.creator import create_tfrecords
+from tests import REPO
 from tests.data_utils import (
     ann,
     read_split,
@@ -237,7 +238,7 @@ def test_two_workers_write_the_same_records(tmp_path):
 
 
 def test_cli_shapes_to_tfrecords(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     data, out = tmp_path / "shapes", tmp_path / "records"
     subprocess.run([sys.executable, "-m", "data.shapes", "-output_dir", str(data),
                     "-num_train", "4", "-num_val", "3", "-seed", "0", "-min_size", "64",

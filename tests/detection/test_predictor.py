@@ -1,4 +1,4 @@
-"""inference.py and yolact/inference_io.py: folders with bad files, JSON/PNG round
+"""inference.py and yolact/detection/runner.py: folders with bad files, JSON/PNG round
 trips against the in-process Predictor, single-file errors, video in and out.
 
 The model is the 'tiny' preset with the official-format fixture checkpoint
@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
+
+ROOT = str(REPO)
 WEIGHTS = os.path.join(ROOT, "tests", "fixtures", "weights.pth")
 THRESHOLD, TOP_K = 0.3, 5
 

@@ -13,14 +13,15 @@ import pytest
 import tensorflow as tf
 
 from config import from_json, get_config, load_class_names
-from tests.test_pipeline import write_shards
+from tests import REPO
+from tests.data.test_pipeline import write_shards
 from tests.train_utils import fixed_dataset_fn, small_config, synthetic_examples
 from yolact.configs.resolve import resolve_config
 from yolact.training.guards import clean_checkpoint_dir
 from yolact.training.loop import format_schedule, pipeline_seed, tfrecord_dataset_fn, train
 from yolact.training.trainer import Trainer, TrainOptions, schedule_for
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def write_label_map(directory, names=("cat", "dog")):

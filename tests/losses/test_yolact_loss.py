@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests import FIXTURES_DIR, REPO
 from yolact.losses.yolact_loss import (
     LossParams,
     YolactLoss,
@@ -24,8 +25,8 @@ from yolact.losses.yolact_loss import (
     ohem_negatives,
 )
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = str(FIXTURES_DIR)
+ROOT = str(REPO)
 TERMS = {"B": "box", "C": "cls", "M": "mask", "S": "seg"}
 
 
@@ -323,8 +324,7 @@ def test_jax_jit_fixture_loss():
         import sys, numpy as np, jax
         import keras
         assert keras.backend.backend() == "jax"
-        sys.path.insert(0, "tests")
-        from test_losses import fixture_batch, FIXTURE_PARAMS
+        from tests.losses.test_yolact_loss import fixture_batch, FIXTURE_PARAMS
         from yolact.losses import LossParams, compute_loss
         targets, outputs, expected = fixture_batch()
         got = jax.jit(lambda t, o: compute_loss(t, o, FIXTURE_PARAMS))(targets, outputs)

@@ -22,9 +22,10 @@ from data.pipeline import (
     shuffle_buffer_size,
 )
 from data.tf_example import make_example
+from tests import REPO
 
 CFG = get_config("tiny")  # 128 px, NUM_MAX_PAD 16, 1023 priors, proto 32, P3 16
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 
 
 def _png(array):

@@ -1,4 +1,4 @@
-"""yolact/visualization.py: pixel-exact mask blending, boxes, labels, colours."""
+"""yolact/utils/drawing.py: pixel-exact mask blending, boxes, labels, colours."""
 
 import numpy as np
 import pytest

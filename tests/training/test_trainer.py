@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -15,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import REPO
 from tests.train_utils import fixed_dataset_fn, small_config, synthetic_examples
 from yolact.training.loop import train
 from yolact.training.trainer import Trainer, TrainOptions
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
        "CUDA_VISIBLE_DEVICES": "-1"}
 

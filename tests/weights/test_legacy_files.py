@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from config import from_json
+from tests import FIXTURES_DIR
 from yolact.modeling import factory
 from yolact.training.trainer import Trainer, TrainOptions
 from yolact.weights.checkpoints import load_weights
 
-LEGACY = os.path.join(os.path.dirname(__file__), "fixtures", "legacy_v1")
+LEGACY = os.path.join(FIXTURES_DIR, "legacy_v1")
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests import FIXTURES_DIR, REPO
 from yolact.detection.detector import DetectionParams, detect
 from yolact.detection.postprocess import assemble_masks, pixel_boxes, postprocess, resize_masks
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = str(FIXTURES_DIR)
+ROOT = str(REPO)
 
 
 def _np(tree):

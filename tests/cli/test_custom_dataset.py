@@ -3,16 +3,16 @@ README's commands: creator -> train -> evaluate -> inference -> export."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests import REPO
 from tests.data_utils import ann, rect_poly, save, smooth_image, write_json
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = REPO
 CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
 # A small network for the custom dataset (the default is yolact_base: R101 at 550 px).
 SMALL = ["BACKBONE=resnet_tiny", "IMG_SIZE=64", "FPN_CHANNELS=16", "PROTONET_CHANNELS=16",

@@ -1,4 +1,4 @@
-"""export_savedmodel.py and yolact/export.py: the SavedModel reloaded in a fresh
+"""export_savedmodel.py and yolact/serving/: the SavedModel reloaded in a fresh
 process gives the in-process Predictor's detections; both signatures are
 listed by saved_model_cli; invalid bytes and wrong-rank inputs give
 InvalidArgumentError saying what is wrong (and which batch index); the ONNX
@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO
+
+ROOT = str(REPO)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
 
 LOADER = textwrap.dedent("""

@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 
 from config import SHAPES_CLASSES
 from data import shapes
+from tests import REPO
 
 SMALL = dict(min_size=96, max_size=160)
 
@@ -124,7 +125,7 @@ def test_objects_are_solid_and_distinct_from_background(dataset):
 def test_cli_writes_the_creator_layout(tmp_path):
     cmd = [sys.executable, "-m", "data.shapes", "-output_dir", str(tmp_path), "-num_train",
            "3", "-num_val", "2", "-seed", "5", "-min_size", "64", "-max_size", "80"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     subprocess.run(cmd, check=True, cwd=root, capture_output=True)
     assert sorted(os.listdir(tmp_path / "images" / "train")) == [
         f"train_{i:06d}.jpg" for i in range(3)]

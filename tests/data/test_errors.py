@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from data.creator import create_tfrecords, format_summary
+from tests import REPO
 from tests.data_utils import ann, read_split, rect_poly, save, smooth_image, write_json
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 H, W = 20, 24
 
 

@@ -219,7 +219,7 @@ def test_converted_model_reproduces_official_detections(tiny, state, npz):
     assert by_name["max score diff"].value < 1e-5
 
 
-# ---- damaged or missing weight files (yolact/checkpoints.py load_weights) ------
+# ---- damaged or missing weight files (yolact/weights/checkpoints.py load_weights) ------
 
 @pytest.fixture(scope="module")
 def saved_files(tmp_path_factory, tiny, state):

@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from config import get_config
-from tests.test_losses import FIXTURE_PARAMS, TERMS, fixture_batch
+from tests import FIXTURES_DIR
+from tests.losses.test_yolact_loss import FIXTURE_PARAMS, TERMS, fixture_batch
 from tests.train_utils import fixed_dataset_fn
 from yolact.losses.yolact_loss import combine, loss_terms
 from yolact.modeling import factory
@@ -24,7 +25,7 @@ from yolact.modeling.torch_names import torch_params
 from yolact.training.trainer import Trainer, TrainOptions
 from yolact.weights.official import load_official_weights
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = str(FIXTURES_DIR)
 OFFICIAL = np.load(os.path.join(FIXTURES, "official_training.npz"))
 TRAIN = np.load(os.path.join(FIXTURES, "train.npz"))
 WEIGHTS = os.path.join(FIXTURES, "weights.pth")

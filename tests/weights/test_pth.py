@@ -1,4 +1,4 @@
-"""yolact/pth.py: reading torch checkpoints (zip and legacy) without torch."""
+"""yolact/weights/pth.py: reading torch checkpoints (zip and legacy) without torch."""
 
 import collections
 import io
