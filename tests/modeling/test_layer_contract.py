@@ -23,10 +23,29 @@ from typing import Any, Callable
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 import yolact
 from config import get_config
+from tests.layer_checks import check_layer, output_structure
+from tests.modeling.weight_arithmetic import (
+    W,
+    basic_block_w,
+    bn,
+    bottleneck_w,
+    conv,
+    darknet_conv_w,
+    darknet_w,
+    depthwise,
+    fpn_w,
+    head_w,
+    inverted_residual_w,
+    mobilenet_v2_w,
+    protonet_w,
+    resnet_w,
+    total,
+    yolact_levels,
+    yolact_w,
+)
 from yolact.modeling.backbones.attention import ChannelAttention
 from yolact.modeling.backbones.darknet import DarkNet, DarkNetBlock, DarkNetConv
 from yolact.modeling.backbones.mobilenet import ConvBNReLU6, InvertedResidual, MobileNetV2
@@ -39,169 +58,9 @@ from yolact.modeling.model import YolactModel
 from yolact.modeling.protonet import ProtoNet
 from yolact.utils.keras_compat import sublayers
 
-from tests.layer_checks import check_layer, output_structure, tensorflow_uses, weight_counts
-
 YOLACT_DIR = pathlib.Path(yolact.__file__).resolve().parent
 
 
-# ---- independent weight arithmetic ------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class W:
-    """Weight tensors, parameters, and how many of those are BN moving statistics."""
-
-    tensors: int = 0
-    params: int = 0
-    stats: int = 0
-
-    def __add__(self, other):
-        return W(self.tensors + other.tensors, self.params + other.params,
-                 self.stats + other.stats)
-
-    @property
-    def expected(self) -> tuple:
-        return self.tensors, self.params
-
-    @property
-    def learnable(self) -> int:
-        return self.params - self.stats
-
-
-def total(parts) -> W:
-    out = W()
-    for part in parts:
-        out = out + part
-    return out
-
-
-def conv(k, cin, cout, bias=True) -> W:
-    return W(2, k * k * cin * cout + cout) if bias else W(1, k * k * cin * cout)
-
-
-def depthwise(k, c, multiplier=1, bias=True) -> W:
-    return W(2, k * k * c * multiplier + c * multiplier) if bias else W(1, k * k * c * multiplier)
-
-
-def bn(c) -> W:
-    return W(4, 4 * c, 2 * c)  # gamma, beta, moving mean, moving variance
-
-
-def attention_w(kind, c, reduction=16) -> W:
-    if kind is None:
-        return W()
-    hidden = max(1, c // reduction)
-    parts = [conv(1, c, hidden), conv(1, hidden, c)]
-    if kind == "cbam":
-        parts.append(conv(7, 2, 1))
-    return total(parts)
-
-
-def basic_block_w(cin, planes, stride) -> W:
-    parts = [conv(3, cin, planes, False), bn(planes), conv(3, planes, planes, False), bn(planes)]
-    if stride != 1 or cin != planes:
-        parts += [conv(1, cin, planes, False), bn(planes)]
-    return total(parts)
-
-
-def bottleneck_w(cin, planes, stride) -> W:
-    out = 4 * planes
-    parts = [conv(1, cin, planes, False), bn(planes), conv(3, planes, planes, False), bn(planes),
-             conv(1, planes, out, False), bn(out)]
-    if stride != 1 or cin != out:
-        parts += [conv(1, cin, out, False), bn(out)]
-    return total(parts)
-
-
-def resnet_w(blocks, block, widths, stem, attention=None) -> W:
-    block_w, expansion = (basic_block_w, 1) if block == "basic" else (bottleneck_w, 4)
-    parts = [conv(7, 3, stem, False), bn(stem)]
-    cin = stem
-    for s, (num, planes) in enumerate(zip(blocks, widths)):
-        for b in range(num):
-            parts.append(block_w(cin, planes, 2 if (b == 0 and s > 0) else 1))
-            cin = planes * expansion
-        parts.append(attention_w(attention, cin))
-    return total(parts)
-
-
-def darknet_conv_w(k, cin, cout) -> W:
-    return conv(k, cin, cout, False) + bn(cout)
-
-
-def darknet_w(blocks, attention=None) -> W:
-    parts = [darknet_conv_w(3, 3, 32)]
-    width = 32
-    for num in blocks:
-        parts.append(darknet_conv_w(3, width, 2 * width))
-        for _ in range(num):
-            parts += [darknet_conv_w(1, 2 * width, width), darknet_conv_w(3, width, 2 * width)]
-        width *= 2
-        parts.append(attention_w(attention, width))
-    return total(parts)
-
-
-# torchvision mobilenet_v2 features: (expand t, channels c, repeats n, first stride s).
-TORCHVISION_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                            (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-def inverted_residual_w(cin, cout, expand) -> W:
-    hidden = cin * expand
-    parts = [conv(1, cin, hidden, False), bn(hidden)] if expand != 1 else []
-    parts += [depthwise(3, hidden, bias=False), bn(hidden), conv(1, hidden, cout, False), bn(cout)]
-    return total(parts)
-
-
-def mobilenet_v2_w(attention=None) -> W:
-    parts = [conv(3, 3, 32, False), bn(32)]
-    cin = 32
-    for t, c, n, _ in TORCHVISION_MOBILENET_V2:
-        for _ in range(n):
-            parts.append(inverted_residual_w(cin, c, t))
-            cin = c
-    parts += [conv(1, 320, 1280, False), bn(1280)]
-    parts += [attention_w(attention, c) for c in (24, 32, 96, 1280)]
-    return total(parts)
-
-
-def fpn_w(in_channels, channels, num_downsample=2) -> W:
-    parts = [conv(1, c, channels) for c in in_channels]
-    parts += [conv(3, channels, channels)] * (len(in_channels) + num_downsample)
-    return total(parts)
-
-
-def protonet_w(cin, channels, num_mask) -> W:
-    return total([conv(3, cin, channels), conv(3, channels, channels),
-                  conv(3, channels, channels), conv(3, channels, channels),
-                  conv(1, channels, num_mask)])
-
-
-def head_w(cin, channels, num_classes_with_bg, num_anchors, num_mask) -> W:
-    return total([conv(3, cin, channels), conv(3, channels, num_anchors * 4),
-                  conv(3, channels, num_anchors * num_classes_with_bg),
-                  conv(3, channels, num_anchors * num_mask)])
-
-
-def yolact_w(num_classes, fpn, proto, head, num_mask, num_anchors=3, attention=None) -> W:
-    # resnet_tiny: BasicBlock, 1 block per stage, widths 32..256, stem 32 (backbones/__init__).
-    backbone = resnet_w((1, 1, 1, 1), "basic", (32, 64, 128, 256), 32, attention)
-    return total([backbone, fpn_w((64, 128, 256), fpn), protonet_w(fpn, proto, num_mask),
-                  head_w(fpn, head, num_classes + 1, num_anchors, num_mask),
-                  conv(1, fpn, num_classes)])
-
-
-def conv_out(size, k, stride, pad) -> int:
-    return (size + 2 * pad - k) // stride + 1
-
-
-def yolact_levels(img_size) -> list:
-    """P3..P7 sizes: conv1 7/2 pad 3, max-pool 3/2 pad 1, 3x 3/2 pad 1 (C3..C5), 2 more."""
-    size = conv_out(conv_out(img_size, 7, 2, 3), 3, 2, 1)
-    levels = []
-    for _ in range(5):
-        size = conv_out(size, 3, 2, 1)
-        levels.append(size)
-    return levels
 
 
 def test_weight_arithmetic_matches_published_torchvision_counts():
@@ -451,81 +310,3 @@ def test_every_layer_class_is_covered():
 def test_every_case_asserts_shapes_and_weights():
     for case in CASES:
         assert case.outputs is not None and case.weights is not None, case.id
-
-
-# ---- the checker itself can fail --------------------------------------------------------
-
-class _Scale(keras.layers.Layer):
-    def __init__(self, units, scale=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.units, self.scale = units, scale
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
-
-    def call(self, x):
-        return ops.matmul(x, self.kernel) * self.scale
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(units=self.units, scale=self.scale)
-        return config
-
-
-class _ForgetsArgument(_Scale):
-    def get_config(self):
-        config = super().get_config()
-        del config["scale"]
-        return config
-
-
-class _StaleConfig(_Scale):
-    def get_config(self):
-        config = super().get_config()
-        config["scale"] = 1.0  # always the default, whatever the layer uses
-        return config
-
-
-class _NotFloat32(_Scale):
-    def call(self, x):
-        return ops.cast(super().call(x), "float16")
-
-
-def test_checker_accepts_a_correct_layer():
-    result = check_layer(_Scale(3, scale=2.0), (4,), (2, 3), (1, 12))
-    assert result["checks"][:5] == ["call", "output_shapes", "weights", "config", "copy"]
-    assert weight_counts(result["clone"]) == (1, 12)
-
-
-@pytest.mark.parametrize("layer,shapes,weights,message", [
-    (_Scale(3), (2, 4), (1, 12), "output shapes"),
-    (_Scale(3), (2, 3), (1, 13), r"\(weight tensors, parameters\)"),
-    (_Scale(3), (2, 3), (2, 12), r"\(weight tensors, parameters\)"),
-    (_ForgetsArgument(3, scale=2.0), (2, 3), (1, 12), r"argument\(s\) \['scale'\] missing"),
-    (_StaleConfig(3, scale=2.0), (2, 3), (1, 12), "gives other"),
-    (_NotFloat32(3), (2, 3), (1, 12), "not float32"),
-], ids=["shapes", "params", "tensors", "missing-arg", "stale-config", "dtype"])
-def test_checker_catches(layer, shapes, weights, message):
-    with pytest.raises(AssertionError, match=message):
-        check_layer(layer, (4,), shapes, weights, check_source=False)
-
-
-def test_checker_catches_wrong_structure():
-    with pytest.raises(AssertionError, match="output shapes"):
-        check_layer(_Scale(3), (4,), [(2, 3)], check_source=False)
-
-
-def test_tensorflow_detector():
-    bad = ["import tensorflow as tf\n", "import numpy, tensorflow\n",
-           "from tensorflow import nest\n", "from tensorflow.python import ops\n",
-           "def f(x):\n    import tensorflow\n    return x\n",
-           "y = tf.reshape(x, [-1])\n", "y = tf .reshape(x, [-1])\n",
-           "import importlib\ntf = importlib.import_module('tensorflow')\n"]
-    for source in bad:
-        assert tensorflow_uses(source), source
-    good = ["import keras\nfrom keras import ops\n", "# tf.reshape would be wrong\n",
-            "'''Runs in tf.data and on TF.'''\n", "get_ops('tensorflow').image.resize(x)\n",
-            "a = self.tf.x\n"]
-    for source in good:
-        assert not tensorflow_uses(source), source
-    assert tensorflow_uses("x = 1\ny = tf.zeros(3)\n") == ["line 2: y = tf.zeros(3)"]
