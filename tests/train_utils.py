@@ -60,3 +60,26 @@ def fixed_dataset_fn(examples, repeat=True):
         return ds.batch(per_replica, drop_remainder=True)
 
     return dataset_fn
+
+
+def run_steps(trainer, examples, steps):
+    fn = fixed_dataset_fn(examples)
+    dataset = trainer.strategy.distribute_datasets_from_function(
+        lambda ctx: fn(ctx, trainer.options.batch_size))
+    iterator = iter(dataset)
+    return [{k: float(v) for k, v in trainer.train_step(iterator).items()} for _ in range(steps)]
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def non_finite(example):
+    """The example with NaN box targets: the box loss of its positives is NaN.
+
+    Not NaN images: with oneDNN (TensorFlow's default on AVX-512 CPUs) the ReLU after
+    the first convolution maps NaN to 0 and the loss stays finite. The targets enter
+    the loss directly (smooth L1 of loc - target), past every kernel of the network.
+    """
+    assert (example["cls_targets"] > 0).any()
+    return dict(example, box_targets=np.full_like(example["box_targets"], np.nan))

@@ -106,8 +106,8 @@ def test_class_count_mismatch_names_the_class_layers(state):
 
 def test_cli_converts_verifies_and_writes_config(tmp_path, capsys):
     out = str(tmp_path / "tiny.weights.h5")
-    argv = ["convert", "-config", "tiny", "-input", WEIGHTS, "-output", out,
-            "-verify", f"{FIXTURES}/io.npz"]
+    argv = ["convert", "-name", "tiny", "-input", WEIGHTS, "-output", out,
+            "-verify", f"{FIXTURES}/io.npz"]  # -name as every CLI; -config stays an alias
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "loaded 121 tensors" in printed and "FAILED" not in printed
@@ -137,6 +137,12 @@ def test_cli_verify_failure_exits_nonzero_and_writes_nothing(tmp_path, capsys):
     assert re.search(r" loc: 0\.00(09|10)\d*  FAILED", printed), printed  # ~1e-3 off
     assert re.search(r" mask_coef: [0-9.e-]+  ok", printed)
     assert not os.path.exists(out) and not os.path.exists(config_path_for(out))
+
+
+def test_cli_bad_flags_print_the_usage(tmp_path, capsys):
+    assert main(["convert", "-name", "tiny", "-input", WEIGHTS]) == 2  # no -output
+    assert "usage: python -m yolact.cli.convert -name <preset|config.json>" in (
+        capsys.readouterr().err)
 
 
 def test_cli_override_reaches_the_config(tmp_path):
