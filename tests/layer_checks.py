@@ -284,3 +284,15 @@ def check_layer(layer, input_shapes, expected_output_shapes=None, expected_weigh
         check_keras_ops_only(cls)
         checks.append("keras_ops_only")
     return {"inputs": inputs, "outputs": flat, "clone": clone, "checks": checks}
+
+
+def learnable_parameters(layer) -> int:
+    """Parameters as torch counts them (`parameters()`): every weight but the BatchNorm
+    moving statistics."""
+    from yolact.utils.keras_compat import sublayers
+
+    stats = set()
+    for sub in sublayers(layer):
+        if isinstance(sub, keras.layers.BatchNormalization):
+            stats |= {id(sub.moving_mean), id(sub.moving_variance)}
+    return sum(math.prod(v.shape) for v in layer.weights if id(v) not in stats)

@@ -11,17 +11,15 @@ every val image is drawn. Exact mAP values are tested in tests/evaluation/test_c
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 
-from tests import REPO
+from tests import REPO, subprocess_env
 
 ROOT = REPO
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-       "CUDA_VISIBLE_DEVICES": "-1"}
+ENV = subprocess_env()
 OVERRIDES = ["NUM_MAX_PAD=12"]
 
 

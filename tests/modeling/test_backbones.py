@@ -1,16 +1,15 @@
 """Backbones, torch-style layers and attention against independent numpy references."""
 
-import math
 
 import keras
 import numpy as np
 import pytest
 
+from tests.layer_checks import learnable_parameters
 from yolact.modeling.backbones import build_backbone
 from yolact.modeling.backbones.attention import ChannelAttention
 from yolact.modeling.layers import TorchConv2D, TorchDepthwiseConv2D, max_pool_3x3_s2
 from yolact.modeling.torch_names import named_torch_layers
-from yolact.utils.keras_compat import sublayers
 from yolact.weights.backbone import load_backbone_weights, save_backbone_weights
 from yolact.weights.torch_layout import assign_torch_weights
 
@@ -52,13 +51,6 @@ def np_max_pool_torch(x, k=3, stride=2, pad=1):
     return np.max(windows, axis=0)
 
 
-def learnable_count(layer):
-    """Parameters as torch counts them: everything but BN running statistics."""
-    stats = set()
-    for sub in sublayers(layer):
-        if isinstance(sub, keras.layers.BatchNormalization):
-            stats |= {id(sub.moving_mean), id(sub.moving_variance)}
-    return sum(math.prod(v.shape) for v in layer.weights if id(v) not in stats)
 
 
 # ---- torch-style layers -----------------------------------------------------------
@@ -131,7 +123,7 @@ def torchvision_resnet_keys(blocks, bottleneck=True):
 def test_resnet_layout_and_parameter_count(name, blocks, bottleneck, params):
     backbone = build_backbone(name)
     backbone.build((None, None, None, 3))
-    assert learnable_count(backbone) == params
+    assert learnable_parameters(backbone) == params
     ours = set()
     for path, layer in named_torch_layers(backbone).items():
         suffixes = ("weight", "bias", "running_mean", "running_var") \
@@ -216,7 +208,7 @@ def test_darknet53_matches_official_layout():
         ours |= {f"{path}.{p}" for p in (bn if isinstance(layer, keras.layers.BatchNormalization) else ("weight",))}
     assert ours == expected
     assert params == 40_584_928  # DarkNet-53 without its ImageNet classifier
-    assert learnable_count(backbone) == params
+    assert learnable_parameters(backbone) == params
     outs = backbone(np.zeros((1, 64, 64, 3), np.float32))
     assert [tuple(o.shape) for o in outs] == [
         (1, 32, 32, 64), (1, 16, 16, 128), (1, 8, 8, 256), (1, 4, 4, 512), (1, 2, 2, 1024)]
@@ -247,7 +239,7 @@ def test_mobilenetv2_matches_torchvision_layout():
     backbone = build_backbone("mobilenetv2")
     backbone.build((None, None, None, 3))
     # torchvision mobilenet_v2 has 3,504,872 parameters; minus classifier (1280*1000 + 1000).
-    assert learnable_count(backbone) == 3_504_872 - 1_281_000
+    assert learnable_parameters(backbone) == 3_504_872 - 1_281_000
     names = list(named_torch_layers(backbone))
     assert names[:2] == ["features.0.0", "features.0.1"]
     # features.1 (expand ratio 1): depthwise conv.0, projection conv.1, BN conv.2.
@@ -281,7 +273,7 @@ def test_channel_attention_matches_reference(kind):
     layer = ChannelAttention(c, spatial=(kind == "cbam"))
     layer.build((None, None, None, c))
     # reduction 16 -> hidden 2; MLP 32*2+2 + 2*32+32; CBAM spatial 7*7*2+1.
-    assert learnable_count(layer) == (32 * 2 + 2 + 2 * 32 + 32) + (99 if kind == "cbam" else 0)
+    assert learnable_parameters(layer) == (32 * 2 + 2 + 2 * 32 + 32) + (99 if kind == "cbam" else 0)
     w1, b1 = RNG.standard_normal((2, c, 1, 1)), RNG.standard_normal(2)
     w2, b2 = RNG.standard_normal((c, 2, 1, 1)), RNG.standard_normal(c)
     layers = named_torch_layers(layer)

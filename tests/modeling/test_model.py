@@ -1,20 +1,18 @@
 """YolactModel: shapes, parameter counts, official-fixture equivalence, config, JAX."""
 
 import json
-import math
 import os
 import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 
 from config import get_config
+from tests.layer_checks import learnable_parameters
 from yolact.modeling.factory import build_model, build_priors, model_args
 from yolact.modeling.model import YolactModel, count_parameters
-from yolact.utils.keras_compat import sublayers
 from yolact.weights.h5 import save_weights_with_config
 from yolact.weights.official import load_official_weights
 
@@ -39,13 +37,6 @@ def max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def learnable(layer):
-    """Everything but BN moving statistics (what torch's parameters() holds)."""
-    stats = set()
-    for sub in sublayers(layer):
-        if isinstance(sub, keras.layers.BatchNormalization):
-            stats |= {id(sub.moving_mean), id(sub.moving_variance)}
-    return sum(math.prod(v.shape) for v in layer.weights if id(v) not in stats)
 
 
 def frozen_train_call(model, x):
@@ -111,9 +102,9 @@ def base():
 
 
 def test_yolact_base_parameters_and_output_shapes(base):
-    parts = {name: learnable(getattr(base, name)) for name in HEAD_AND_NECK}
+    parts = {name: learnable_parameters(getattr(base, name)) for name in HEAD_AND_NECK}
     assert parts == HEAD_AND_NECK
-    assert learnable(base.backbone) == 42_500_160
+    assert learnable_parameters(base.backbone) == 42_500_160
     assert count_parameters(base) == 50_157_071 == sum(HEAD_AND_NECK.values()) + 42_500_160
     assert count_parameters(base, include_semantic=False) == 50_136_511
     out = frozen_train_call(base, np.zeros((1, 550, 550, 3), np.float32))
@@ -126,7 +117,7 @@ def test_yolact_base_parameters_and_output_shapes(base):
 
 def test_yolact_resnet50_parameters():
     model = build_model(get_config("yolact_resnet50"))
-    assert learnable(model.backbone) == 23_508_032
+    assert learnable_parameters(model.backbone) == 23_508_032
     assert count_parameters(model) == 31_164_943 == sum(HEAD_AND_NECK.values()) + 23_508_032
 
 

@@ -2,7 +2,6 @@
 signals and resume, the time budget."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import REPO
+from tests import REPO, subprocess_env
 from tests.train_utils import (
     fixed_dataset_fn,
     non_finite,
@@ -26,8 +25,7 @@ from yolact.training.loop import train
 from yolact.training.trainer import Trainer, TrainOptions
 
 ROOT = REPO
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-       "CUDA_VISIBLE_DEVICES": "-1"}
+ENV = subprocess_env()
 
 
 def scripted_dataset_fn(good, bad_batches, num_batches):

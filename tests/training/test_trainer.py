@@ -1,7 +1,6 @@
 """Training: replica equivalence, resume, NaN guard, checkpoint atomicity, multi-worker."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import REPO
+from tests import REPO, subprocess_env
 from tests.train_utils import (
     non_finite,
     run_steps,
@@ -24,8 +23,7 @@ from tests.train_utils import (
 from yolact.training.trainer import Trainer, TrainOptions
 
 ROOT = REPO
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-       "CUDA_VISIBLE_DEVICES": "-1"}
+ENV = subprocess_env()
 
 
 def make_trainer(tmp_path, strategy=None, seed=0, **opts):
