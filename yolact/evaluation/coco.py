@@ -33,21 +33,22 @@ def _first_difference(a: list, b: list) -> str:
     return "same names"
 
 
-def check_config_classes(cfg, classes: list, label_map_path: str,
-                         config_source: str | None = None) -> None:
-    """ValueError (one line) unless cfg.CLASS_NAMES equal the label map's names in id order.
+def check_config_classes(class_names, num_classes: int, config_name: str, classes: list,
+                         label_map_path: str, config_source: str | None = None) -> None:
+    """ValueError (one line) unless the config's class names (CLASS_NAMES, NUM_CLASSES of
+    config `config_name`) equal the label map's names in id order.
 
     Evaluation maps model class k to label-map entry k+1 by position (the official
     eval.py get_coco_cat lookup via the dataset's label_map), so a different count or
     order would score every class as another one.
     """
-    ours = [str(n) for n in cfg.CLASS_NAMES]
+    ours = [str(n) for n in class_names]
     theirs = [c["name"] for c in classes]
-    if len(ours) == cfg.NUM_CLASSES and ours == theirs:
+    if len(ours) == num_classes and ours == theirs:
         return
-    config = repr(cfg.NAME) + (f" ({config_source})" if config_source else "")
+    config = repr(config_name) + (f" ({config_source})" if config_source else "")
     raise ValueError(
-        f"class mismatch: config {config} has NUM_CLASSES={cfg.NUM_CLASSES} "
+        f"class mismatch: config {config} has NUM_CLASSES={num_classes} "
         f"({len(ours)} CLASS_NAMES) but label map {label_map_path!r} has {len(theirs)} "
         f"classes; {_first_difference(ours, theirs)}")
 

@@ -103,7 +103,8 @@ def prepare_evaluation(cfg, tfrecord_dir: str, split: str = "val",
                    for k, n in enumerate(cfg.CLASS_NAMES)]
         label_map = None
     else:
-        check_config_classes(cfg, classes, label_map, config_source)
+        check_config_classes(cfg.CLASS_NAMES, cfg.NUM_CLASSES, cfg.NAME, classes, label_map,
+                             config_source)
         label_map_desc = repr(label_map)
 
     creator = os.path.join(tfrecord_dir, f"{split}_annotations.json")
