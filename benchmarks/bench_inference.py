@@ -30,7 +30,8 @@ import tempfile
 
 from absl import app, flags
 
-# Official PyTorch YOLACT, full pipeline per image on this machine class, 2 threads (issue 7).
+# Official PyTorch YOLACT, full pipeline per image on this machine class, 2 threads
+# (measured side by side: benchmarks/RESULTS.md).
 OFFICIAL_SECONDS = {"yolact_base": 1.1, "yolact_resnet50": 0.86}
 IMAGE_HEIGHT, IMAGE_WIDTH = 480, 640
 FIXTURE_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

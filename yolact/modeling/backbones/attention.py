@@ -4,7 +4,7 @@ Channel gate (both "se" and "cbam"): the average- and max-pooled channel
 descriptors [B, 1, 1, C] go through ONE shared MLP (1x1 conv C -> C/16, ReLU,
 1x1 conv C/16 -> C); the two results are summed and a sigmoid gives the
 per-channel gate. Note: Hu et al.'s original SE uses the average descriptor
-only; here "se" is the CBAM channel module alone, as the project issue asks.
+only; here "se" is the CBAM channel module alone (average + max descriptors).
 "cbam" (Woo et al.) then adds the spatial gate: a 7x7 conv (pad 3) over the
 per-pixel [max, mean] across channels, sigmoid.
 
