@@ -1,5 +1,4 @@
-"""Class names of the datasets the project knows (contiguous-id order).
-"""
+"""Class names of the datasets the project knows (contiguous-id order)."""
 
 from __future__ import annotations
 

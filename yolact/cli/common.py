@@ -1,5 +1,4 @@
-"""What the CLIs share after their flags: the model from a config and a weights path.
-"""
+"""What the CLIs share after their flags: the model from a config and a weights path."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Named presets, each derived from ``YOLACT_BASE`` with ``dataclasses.replace``.
-"""
+"""Named presets, each derived from ``YOLACT_BASE`` with ``dataclasses.replace``."""
 
 from __future__ import annotations
 

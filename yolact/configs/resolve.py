@@ -1,5 +1,4 @@
-"""Name, folder or file -> config: the one resolver every entry point uses.
-"""
+"""Name, folder or file -> config: the one resolver every entry point uses."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Detections of one image (`Instances`) and their COCO result form.
-"""
+"""Detections of one image (`Instances`) and their COCO result form."""
 
 from __future__ import annotations
 

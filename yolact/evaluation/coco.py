@@ -1,5 +1,4 @@
-"""COCO metrics and the class checks between a model, its label map and the ground truth.
-"""
+"""COCO metrics and the class checks between a model, its label map and the ground truth."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Row gathers with fixed shapes (keras.ops).
-"""
+"""Row gathers with fixed shapes (keras.ops)."""
 
 from __future__ import annotations
 

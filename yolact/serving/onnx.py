@@ -1,5 +1,4 @@
-"""ONNX export of the network (tf2onnx), checked against Keras by onnxruntime.
-"""
+"""ONNX export of the network (tf2onnx), checked against Keras by onnxruntime."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""PyTorch-style SGD and the YOLACT learning-rate schedule (keras.ops only).
-"""
+"""PyTorch-style SGD and the YOLACT learning-rate schedule (keras.ops only)."""
 
 from __future__ import annotations
 

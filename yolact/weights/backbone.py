@@ -1,5 +1,4 @@
-"""ImageNet backbone weights: torchvision / official .pth or our .weights.h5.
-"""
+"""ImageNet backbone weights: torchvision / official .pth or our .weights.h5."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Keras ``.weights.h5`` files: written with their config, read in part on a class mismatch.
-"""
+"""Keras ``.weights.h5`` files: written with their config, read in part on a class mismatch."""
 
 from __future__ import annotations
 

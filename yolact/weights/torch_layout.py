@@ -1,5 +1,4 @@
-"""A torch state_dict onto our layers: shapes, matching and assignment (numpy).
-"""
+"""A torch state_dict onto our layers: shapes, matching and assignment (numpy)."""
 
 from __future__ import annotations
 
