@@ -236,7 +236,7 @@ def bench_savedmodel(model, cfg, jpegs: list, batch_size: int, repeats: int,
     import tensorflow as tf
 
     from benchmarks.common import time_fn
-    from yolact.serving.saved_model import export_saved_model
+    from yolact.serving.exporter import export_saved_model
 
     with tempfile.TemporaryDirectory(prefix="bench_savedmodel_") as tmp:
         start = time.perf_counter()

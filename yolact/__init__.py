@@ -32,7 +32,8 @@ _API = {
     "train": "yolact.training.loop",
     "TrainOptions": "yolact.training.trainer",
     "evaluate": "yolact.evaluation.evaluator",
-    "export_saved_model": "yolact.serving.saved_model",
+    "export": "yolact.serving.exporter",
+    "export_saved_model": "yolact.serving.exporter",
     "export_onnx": "yolact.serving.onnx",
 }
 

@@ -196,7 +196,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 def test_layout_config_and_no_overwrite(exported):
     from config import from_json
-    from yolact.serving.saved_model import export_saved_model
+    from yolact.serving.exporter import export_saved_model
 
     export_dir, cfg = exported["export_dir"], exported["cfg"]
     assert sorted(os.listdir(export_dir)) == ["3"]  # no temp folder left behind

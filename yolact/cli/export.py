@@ -1,8 +1,6 @@
-"""export_savedmodel.py: flags -> `yolact.serving.saved_model.export_saved_model`."""
+"""export_savedmodel.py: flags -> `yolact.serving.exporter.export` (every format)."""
 
 from __future__ import annotations
-
-import os
 
 from absl import flags
 
@@ -20,23 +18,33 @@ def define_flags(fv=FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing version folder.",
                          flag_values=fv)
-    flags.DEFINE_boolean("onnx", False, "Also write the network as <version>/model.onnx.",
-                         flag_values=fv)
+    flags.DEFINE_boolean("onnx", False, "Also write the network as <version>/model.onnx "
+                         "(the same as adding onnx to -formats).", flag_values=fv)
+    flags.DEFINE_list("formats", ["saved_model"], "Artifacts to write into the version folder: "
+                      "saved_model, onnx, litert, litert_fp16, litert_int8 (comma separated).",
+                      flag_values=fv)
     flags.mark_flags_as_required(["weights", "export_dir"], flag_values=fv)
 
 
 def run(flags_) -> str:
-    """export_savedmodel.py: flags -> model -> `export_saved_model` -> version folder."""
-    from yolact.serving.saved_model import export_saved_model
+    """export_savedmodel.py: flags -> model -> `export` -> version folder."""
+    from yolact.serving.exporter import FORMATS, check_formats, export
 
+    formats = check_formats([*flags_.formats, *(["onnx"] if flags_.onnx else [])])
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
                          weights=flags_.weights)
     model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
-    path = export_saved_model(model, cfg, flags_.export_dir, flags_.version, onnx=flags_.onnx,
-                              overwrite=flags_.overwrite)
-    print(f"SavedModel written to {path} (signatures serving_default, serving_preprocessed)"
-          + (f"; ONNX network: {os.path.join(path, 'model.onnx')}" if flags_.onnx else ""))
-    return path
+    result = export(model, cfg, flags_.export_dir, flags_.version, formats,
+                    overwrite=flags_.overwrite)
+    print(f"Exported to {result['path']}:")
+    for name in formats:
+        what = ("SavedModel, signatures serving_default, serving_preprocessed"
+                if name == "saved_model" else "the network")
+        check = result["checks"].get(name)
+        checked = ("; max |diff| vs Keras / std: "
+                   + ", ".join(f"{k} {v:.1e}" for k, v in check.items())) if check else ""
+        print(f"  {name:12s} {FORMATS[name]:18s} {what}{checked}")
+    return result["path"]
 
 
 def main(argv=None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
 from yolact.cli.common import load_model
@@ -33,12 +31,15 @@ def define_flags(fv=FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).",
                          flag_values=fv)
-    flags.DEFINE_string("onnx", None, "Run the network with onnxruntime from this model.onnx "
-                        "(export_savedmodel.py -onnx; its config.json is read from beside it "
-                        "unless -weights is given). Detection and masks stay the same.",
-                        flag_values=fv)
-    flags.DEFINE_integer("onnx_threads", 0, "onnxruntime intra-op threads (0: all cores).",
-                         flag_values=fv)
+    flags.DEFINE_string("model", None, "Run an exported network file instead of -weights: "
+                        "model.onnx (onnxruntime) or model*.tflite (LiteRT), as "
+                        "export_savedmodel.py -formats writes them; its config.json is read "
+                        "from beside it unless -weights is given. Detection and masks stay "
+                        "the same.", flag_values=fv)
+    flags.DEFINE_alias("onnx", "model", flag_values=fv)  # the first spelling (ONNX only)
+    flags.DEFINE_integer("threads", 0, "Engine threads for -model (0: the engine's default, "
+                         "all cores).", flag_values=fv)
+    flags.DEFINE_alias("onnx_threads", "threads", flag_values=fv)
     flags.mark_flags_as_required(["input", "output_dir"], flag_values=fv)
 
 
@@ -50,18 +51,18 @@ def run(flags_) -> dict:
 
     if input_kind(flags_.input) == "image":
         read_image(flags_.input)  # fail on an unreadable file before loading the model
-    if not flags_.weights and not flags_.onnx:
-        raise ValueError("inference.py needs -weights (or -onnx with an exported model.onnx)")
-    if flags_.onnx and not os.path.exists(flags_.onnx):
-        raise FileNotFoundError(f"-onnx: no such file {flags_.onnx!r}")
-    # With -onnx alone, the config.json beside model.onnx (export_savedmodel.py writes it).
-    cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
-                         weights=flags_.weights or flags_.onnx)
-    if flags_.onnx:
-        from yolact.detection.networks import OnnxNetwork
+    if not flags_.weights and not flags_.model:
+        raise ValueError("inference.py needs -weights (or -model with an exported network "
+                         "file: model.onnx, model.tflite)")
+    if flags_.model:
+        from yolact.detection.networks import open_network
 
-        network = OnnxNetwork(flags_.onnx, threads=flags_.onnx_threads)
-        print(f"Network: onnxruntime on {flags_.onnx}")
+        network, engine = open_network(flags_.model, threads=flags_.threads)
+    # With -model alone, the config.json beside it (export_savedmodel.py writes it).
+    cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
+                         weights=flags_.weights or flags_.model)
+    if flags_.model:
+        print(f"Network: {engine} on {flags_.model}")
         predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
     else:
         model = load_model(cfg, flags_.weights, prefer_best=flags_.best)

@@ -39,3 +39,64 @@ class OnnxNetwork:
     def __call__(self, images) -> dict:
         feed = {self.input_name: np.asarray(images, np.float32)}
         return dict(zip(self.names, self.session.run(None, feed)))
+
+
+class LiteRTNetwork:
+    """A .tflite network run by the LiteRT interpreter (XNNPACK on the CPU).
+
+    Callable like the Keras model in inference mode: float32 [B, S, S, 3] normalized ->
+    {'loc', 'conf', 'coef', 'proto'} numpy arrays (a batch runs image by image).
+    """
+
+    OUTPUTS = ("loc", "conf", "coef", "proto")
+
+    def __init__(self, path: str | None = None, threads: int = 0, content: bytes | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as err:
+            raise ImportError("running a .tflite network needs the LiteRT runtime "
+                              "(pip install ai-edge-litert)") from err
+
+        where = path or "the LiteRT model"
+        try:
+            self.interpreter = Interpreter(model_path=path, model_content=content,
+                                           num_threads=threads or None)
+        except ValueError as err:
+            raise ValueError(f"{where}: not a LiteRT (.tflite) model ({err})") from None
+        if not self.interpreter.get_signature_list():
+            raise ValueError(f"{where}: a .tflite file without a signature, not a network "
+                             f"written by export_savedmodel.py -formats litert")
+        self.runner = self.interpreter.get_signature_runner()
+        details = self.runner.get_output_details()
+        if sorted(details) != sorted(self.OUTPUTS):
+            raise ValueError(f"{where}: expected the outputs {self.OUTPUTS} of an exported "
+                             f"YOLACT network, got {sorted(details)}")
+        (self.input_name, detail), = self.runner.get_input_details().items()
+        self.input_shape = tuple(int(d) for d in detail["shape"])
+
+    def __call__(self, images) -> dict:
+        images = np.asarray(images, np.float32)
+        if images.shape[1:] != self.input_shape[1:]:
+            raise ValueError(f"the LiteRT network takes images {self.input_shape[1:]}, got "
+                             f"{images.shape[1:]}")
+        runs = [self.runner(**{self.input_name: image[None]}) for image in images]
+        return {k: np.concatenate([r[k] for r in runs]) for k in self.OUTPUTS}
+
+
+ENGINES = {".onnx": ("onnxruntime", OnnxNetwork), ".tflite": ("LiteRT", LiteRTNetwork)}
+
+
+def open_network(path: str, threads: int = 0):
+    """The exported network file at `path`, with the engine its extension names
+    (.onnx: onnxruntime, .tflite: LiteRT); returns (network, engine name)."""
+    import os
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in ENGINES:
+        raise ValueError(f"-model {path!r}: unknown network file type {ext or '(none)'!r}; "
+                         f"expected one of {', '.join(ENGINES)} (export_savedmodel.py "
+                         f"-formats writes them)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"-model: no such file {path!r}")
+    engine, cls = ENGINES[ext]
+    return cls(path, threads=threads), engine

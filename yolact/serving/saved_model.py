@@ -29,15 +29,11 @@ serving_preprocessed; an empty batch and non-positive image_sizes too.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 
 from yolact.ops.backend import get_ops
 from yolact.ops.image import decode_image, normalize_image, resize_image
 from yolact.serving.graph import _tf, network_outputs
-from yolact.serving.onnx import export_onnx
 
 _TF_OPS = get_ops("tensorflow")  # the serving graph is TensorFlow
 OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks", "image_sizes")
@@ -245,44 +241,6 @@ def build_archive(model, cfg, predictor=None):
     return archive
 
 
-def _publish(tmp_dir: str, target: str, overwrite: bool) -> None:
-    """Rename a finished temp folder to `target` (replacing it only if `overwrite`)."""
-    if os.path.exists(target):
-        if not overwrite:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise FileExistsError(f"export version folder {target!r} exists; pass another "
-                                  f"-version or -overwrite")
-        old = f"{tmp_dir}.old"
-        os.replace(target, old)
-        os.replace(tmp_dir, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, target)
-
-
-def export_saved_model(model, cfg, export_dir: str, version: int = 1, onnx: bool = False,
-                       overwrite: bool = False, verbose: bool = False) -> str:
-    """Write <export_dir>/<version>/ (SavedModel + config.json [+ model.onnx]) atomically.
-
-    Everything is written to a hidden temp folder in export_dir (TF Serving
-    ignores non-numeric folders) and renamed when complete. Returns the path.
-    """
-    if int(version) < 0:
-        raise ValueError(f"version must be a non-negative integer, got {version!r}")
-    os.makedirs(export_dir, exist_ok=True)
-    target = os.path.join(export_dir, str(int(version)))
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"export version folder {target!r} exists; pass another "
-                              f"-version or -overwrite")
-    tmp_dir = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    try:
-        build_archive(model, cfg).write_out(tmp_dir, verbose=verbose)
-        cfg.to_json(os.path.join(tmp_dir, "config.json"))
-        if onnx:
-            export_onnx(model, cfg, os.path.join(tmp_dir, "model.onnx"))
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    _publish(tmp_dir, target, overwrite)
-    return target
+def write_saved_model(model, cfg, folder: str, verbose: bool = False) -> None:
+    """The SavedModel (both signatures) into `folder` (which must not exist yet)."""
+    build_archive(model, cfg).write_out(folder, verbose=verbose)

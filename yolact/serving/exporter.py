@@ -1,0 +1,114 @@
+"""One exporter, many formats: every artifact of a model into one version folder.
+
+    <export_dir>/<version>/  config.json + one entry per format:
+      saved_model   saved_model.pb, variables/   (TF Serving: the whole pipeline)
+      onnx          model.onnx                   (the network; onnxruntime)
+      litert        model.tflite                 (the network, fp32; LiteRT / XNNPACK)
+      litert_fp16   model_fp16.tflite            (float16 weights)
+      litert_int8   model_int8.tflite            (int8 weights, dynamic-range activations)
+
+Everything is written to a hidden temp folder in export_dir (TF Serving ignores
+non-numeric folders) and renamed when complete, so a failed export (a LiteRT file that
+does not match Keras, a bad flag) leaves export_dir as it was. `inference.py -model`
+runs any of the network files with the config.json beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+FORMATS = {
+    "saved_model": "saved_model.pb",
+    "onnx": "model.onnx",
+    "litert": "model.tflite",
+    "litert_fp16": "model_fp16.tflite",
+    "litert_int8": "model_int8.tflite",
+}
+LITERT_FORMAT_KINDS = {"litert": "fp32", "litert_fp16": "fp16", "litert_int8": "dynamic_int8"}
+
+
+def check_formats(formats) -> tuple:
+    """The format names, deduplicated in order; an unknown one is a ValueError."""
+    formats = tuple(dict.fromkeys(f.strip() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"-formats: unknown format(s) {unknown or formats!r}; choose from "
+                         f"{', '.join(FORMATS)}")
+    return formats
+
+
+def _publish(tmp_dir: str, target: str, overwrite: bool) -> None:
+    """Rename a finished temp folder to `target` (replacing it only if `overwrite`)."""
+    if os.path.exists(target):
+        if not overwrite:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise FileExistsError(f"export version folder {target!r} exists; pass another "
+                                  f"-version or -overwrite")
+        old = f"{tmp_dir}.old"
+        os.replace(target, old)
+        os.replace(tmp_dir, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, target)
+
+
+def _write(model, cfg, name: str, folder: str, verbose: bool):
+    """One format into `folder`; returns its check report (LiteRT) or None."""
+    path = os.path.join(folder, FORMATS[name])
+    if name == "saved_model":
+        from yolact.serving.saved_model import write_saved_model
+
+        write_saved_model(model, cfg, os.path.join(folder, ".saved_model"), verbose)
+        for entry in os.listdir(os.path.join(folder, ".saved_model")):
+            os.replace(os.path.join(folder, ".saved_model", entry), os.path.join(folder, entry))
+        os.rmdir(os.path.join(folder, ".saved_model"))
+        return None
+    if name == "onnx":
+        from yolact.serving.onnx import export_onnx
+
+        export_onnx(model, cfg, path)
+        return None
+    from yolact.serving.litert import export_litert
+
+    return export_litert(model, cfg, path, LITERT_FORMAT_KINDS[name])
+
+
+def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model",),
+           overwrite: bool = False, verbose: bool = False) -> dict:
+    """Write <export_dir>/<version>/ with config.json and every format, atomically.
+
+    Returns {"path": version folder, "files": {format: file}, "checks": {format: report}}.
+    """
+    formats = check_formats(formats)
+    if int(version) < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    os.makedirs(export_dir, exist_ok=True)
+    target = os.path.join(export_dir, str(int(version)))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"export version folder {target!r} exists; pass another "
+                              f"-version or -overwrite")
+    tmp_dir = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    checks = {}
+    try:
+        cfg.to_json(os.path.join(tmp_dir, "config.json"))
+        for name in formats:
+            report = _write(model, cfg, name, tmp_dir, verbose)
+            if report is not None:
+                checks[name] = report
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    _publish(tmp_dir, target, overwrite)
+    return {"path": target, "checks": checks,
+            "files": {name: os.path.join(target, FORMATS[name]) for name in formats}}
+
+
+def export_saved_model(model, cfg, export_dir: str, version: int = 1, onnx: bool = False,
+                       overwrite: bool = False, verbose: bool = False) -> str:
+    """Write <export_dir>/<version>/ (SavedModel + config.json [+ model.onnx]) atomically;
+    returns the path."""
+    formats = ("saved_model", "onnx") if onnx else ("saved_model",)
+    return export(model, cfg, export_dir, version, formats, overwrite, verbose)["path"]

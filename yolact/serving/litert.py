@@ -1,0 +1,98 @@
+"""LiteRT (.tflite) export of the network, checked against Keras before it is written.
+
+The network alone, as `export_onnx` has it: input `images` float32 [1, S, S, 3]
+normalized (batch 1, the mobile and XNNPACK layout) -> loc [1, P, 4], conf [1, P, C+1]
+logits, coef [1, P, K], proto [1, Hp, Wp, K]; detection and masks run outside
+(`Predictor(None, cfg, network=LiteRTNetwork(path))`).
+
+Kinds: "fp32"; "fp16" (float16 weights, float32 compute where the CPU has no fp16);
+"dynamic_int8" (int8 weights, activations quantized on the fly). The variables are frozen
+into constants before conversion: converting the concrete function of a Keras 3 model as it
+is writes a file of variable handles that runs and returns NaN. Every file is run by the
+interpreter on a fixed input and compared with the Keras model (root-mean-square difference
+in units of each output's standard deviation); a NaN or a difference beyond the kind's
+tolerance is an error and nothing is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from yolact.detection.networks import LiteRTNetwork
+from yolact.serving.graph import _tf, network_outputs
+from yolact.utils.io import write_bytes_atomic
+
+LITERT_OUTPUTS = LiteRTNetwork.OUTPUTS
+LITERT_KINDS = ("fp32", "fp16", "dynamic_int8")
+# Largest root-mean-square difference from Keras allowed, in units of each output's standard
+# deviation. Measured on the shapes network: fp32 ~1e-6, fp16 ~1e-3, dynamic int8 0.02-0.05;
+# a broken conversion is ~1 or NaN.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15}
+
+
+def relative_rms(ours, theirs) -> float:
+    """sqrt(mean((ours - theirs)^2)) / std(theirs)."""
+    theirs = np.asarray(theirs, np.float64)
+    diff = np.asarray(ours, np.float64) - theirs
+    return float(np.sqrt(np.mean(diff * diff)) / (np.std(theirs) or 1.0))
+
+
+def litert_model(model, cfg, kind: str = "fp32") -> bytes:
+    """The .tflite flatbuffer of the network (see the module docstring)."""
+    if kind not in LITERT_KINDS:
+        raise ValueError(f"LiteRT kind must be one of {LITERT_KINDS}, got {kind!r}")
+    tf = _tf()
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3], tf.float32, name="images")
+
+    @tf.function(input_signature=[spec])
+    def network(images):
+        outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
+                                  cfg.NUM_MASK)
+        return tuple(outputs[k] for k in LITERT_OUTPUTS)
+
+    frozen = convert_variables_to_constants_v2(network.get_concrete_function())
+
+    @tf.function(input_signature=[spec])
+    def serve(images):  # named outputs in the file's signature (a tuple keeps the order)
+        return dict(zip(LITERT_OUTPUTS, frozen(images)))
+
+    holder = tf.Module()
+    holder.serve = serve
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], holder)
+    if kind != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def check_litert(data: bytes, model, cfg, kind: str, seed: int = 0) -> dict:
+    """Run `data` and the Keras model on one fixed normalized input; {output: rms diff /
+    std}. Raises ValueError on NaN outputs or a difference beyond TOLERANCE[kind]."""
+    x = np.random.default_rng(seed).standard_normal(
+        (1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)).astype(np.float32)
+    ours = LiteRTNetwork(content=data)(x)
+    keras_out = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    report = {}
+    for name in LITERT_OUTPUTS:
+        if not np.all(np.isfinite(ours[name])):
+            raise ValueError(f"the {kind} LiteRT network returns non-finite {name!r} values")
+        report[name] = relative_rms(ours[name], keras_out[name])
+        if report[name] > TOLERANCE[kind]:
+            raise ValueError(f"the {kind} LiteRT network's {name!r} differs from Keras by "
+                             f"{report[name]:.3g} x its std (rms; tolerance {TOLERANCE[kind]})")
+    return report
+
+
+def export_litert(model, cfg, path: str, kind: str = "fp32") -> dict:
+    """Convert, check against Keras, then write `path` atomically; returns the check's
+    {output: rms diff / std}."""
+    data = litert_model(model, cfg, kind)
+    report = check_litert(data, model, cfg, kind)
+    write_bytes_atomic(path, data)
+    return report
