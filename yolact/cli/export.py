@@ -20,9 +20,9 @@ def define_flags(fv=FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("onnx", False, "Also write the network as <version>/model.onnx "
                          "(the same as adding onnx to -formats).", flag_values=fv)
-    flags.DEFINE_list("formats", ["saved_model"], "Artifacts to write into the version folder: "
-                      "saved_model, onnx, litert, litert_fp16, litert_int8 (comma separated).",
-                      flag_values=fv)
+    flags.DEFINE_list("formats", ["saved_model"], "Artifacts to write into the version folder "
+                      "(comma separated): saved_model, onnx, litert, litert_fp16, litert_int8, "
+                      "openvino.", flag_values=fv)
     flags.mark_flags_as_required(["weights", "export_dir"], flag_values=fv)
 
 

@@ -32,14 +32,17 @@ def define_flags(fv=FLAGS) -> None:
     flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).",
                          flag_values=fv)
     flags.DEFINE_string("model", None, "Run an exported network file instead of -weights: "
-                        "model.onnx (onnxruntime) or model*.tflite (LiteRT), as "
-                        "export_savedmodel.py -formats writes them; its config.json is read "
-                        "from beside it unless -weights is given. Detection and masks stay "
-                        "the same.", flag_values=fv)
+                        "model.onnx (onnxruntime), model*.tflite (LiteRT) or model.xml "
+                        "(OpenVINO), as export_savedmodel.py -formats writes them; its "
+                        "config.json is read from beside it unless -weights is given. "
+                        "Detection and masks stay the same.", flag_values=fv)
     flags.DEFINE_alias("onnx", "model", flag_values=fv)  # the first spelling (ONNX only)
     flags.DEFINE_integer("threads", 0, "Engine threads for -model (0: the engine's default, "
                          "all cores).", flag_values=fv)
     flags.DEFINE_alias("onnx_threads", "threads", flag_values=fv)
+    flags.DEFINE_enum("precision", "auto", ["auto", "fp32", "bf16"], "OpenVINO's arithmetic "
+                      "for a model.xml: auto (the plugin's choice: bf16 on CPUs with "
+                      "AVX512_BF16 or AMX), fp32, bf16.", flag_values=fv)
     flags.mark_flags_as_required(["input", "output_dir"], flag_values=fv)
 
 
@@ -57,7 +60,8 @@ def run(flags_) -> dict:
     if flags_.model:
         from yolact.detection.networks import open_network
 
-        network, engine = open_network(flags_.model, threads=flags_.threads)
+        network, engine = open_network(flags_.model, threads=flags_.threads,
+                                       precision=flags_.precision)
     # With -model alone, the config.json beside it (export_savedmodel.py writes it).
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
                          weights=flags_.weights or flags_.model)

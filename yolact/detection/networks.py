@@ -83,12 +83,59 @@ class LiteRTNetwork:
         return {k: np.concatenate([r[k] for r in runs]) for k in self.OUTPUTS}
 
 
-ENGINES = {".onnx": ("onnxruntime", OnnxNetwork), ".tflite": ("LiteRT", LiteRTNetwork)}
+class OpenVINONetwork:
+    """An OpenVINO IR network (model.xml + model.bin) run by OpenVINO's CPU plugin.
+
+    Callable like the Keras model in inference mode: float32 [B, S, S, 3] normalized ->
+    {'loc', 'conf', 'coef', 'proto'} numpy arrays. `precision`: "fp32"; "bf16" (CPUs with
+    AVX512_BF16 or AMX); "auto", the plugin's choice (bf16 where the CPU has it).
+    """
+
+    OUTPUTS = ("loc", "conf", "coef", "proto")
+    PRECISIONS = {"fp32": "f32", "bf16": "bf16", "auto": None}
+
+    def __init__(self, path: str, threads: int = 0, precision: str = "auto"):
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise ImportError("running an OpenVINO network needs openvino "
+                              "(pip install openvino)") from err
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"OpenVINO precision must be one of {tuple(self.PRECISIONS)}, "
+                             f"got {precision!r}")
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if self.PRECISIONS[precision]:
+            config["INFERENCE_PRECISION_HINT"] = self.PRECISIONS[precision]
+        core = ov.Core()
+        try:
+            network = core.read_model(path)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: not an OpenVINO IR model ({str(err).splitlines()[0]})"
+                             ) from None
+        names = [o.get_any_name() for o in network.outputs]
+        if sorted(names) != sorted(self.OUTPUTS):
+            raise ValueError(f"{path}: expected the outputs {self.OUTPUTS} of an exported "
+                             f"YOLACT network, got {names}")
+        self.compiled = core.compile_model(network, "CPU", config)
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
+        name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.precision = {"f32": "fp32", "f16": "fp16"}.get(name, name)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, images) -> dict:
+        results = self.request.infer([np.asarray(images, np.float32)])
+        return {o.get_any_name(): np.array(v) for o, v in results.items()}
 
 
-def open_network(path: str, threads: int = 0):
+ENGINES = {".onnx": ("onnxruntime", OnnxNetwork), ".tflite": ("LiteRT", LiteRTNetwork),
+           ".xml": ("OpenVINO", OpenVINONetwork)}
+
+
+def open_network(path: str, threads: int = 0, precision: str = "auto"):
     """The exported network file at `path`, with the engine its extension names
-    (.onnx: onnxruntime, .tflite: LiteRT); returns (network, engine name)."""
+    (.onnx: onnxruntime, .tflite: LiteRT, .xml: OpenVINO); returns (network, engine name)."""
     import os
 
     ext = os.path.splitext(path)[1].lower()
@@ -99,4 +146,7 @@ def open_network(path: str, threads: int = 0):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"-model: no such file {path!r}")
     engine, cls = ENGINES[ext]
+    if cls is OpenVINONetwork:
+        network = cls(path, threads=threads, precision=precision)
+        return network, f"{engine} ({network.precision})"
     return cls(path, threads=threads), engine

@@ -6,6 +6,7 @@
       litert        model.tflite                 (the network, fp32; LiteRT / XNNPACK)
       litert_fp16   model_fp16.tflite            (float16 weights)
       litert_int8   model_int8.tflite            (int8 weights, dynamic-range activations)
+      openvino      model.xml, model.bin         (the network; OpenVINO, fp32 or bf16 at run time)
 
 Everything is written to a hidden temp folder in export_dir (TF Serving ignores
 non-numeric folders) and renamed when complete, so a failed export (a LiteRT file that
@@ -24,6 +25,7 @@ FORMATS = {
     "litert": "model.tflite",
     "litert_fp16": "model_fp16.tflite",
     "litert_int8": "model_int8.tflite",
+    "openvino": "model.xml",
 }
 LITERT_FORMAT_KINDS = {"litert": "fp32", "litert_fp16": "fp16", "litert_int8": "dynamic_int8"}
 
@@ -69,6 +71,11 @@ def _write(model, cfg, name: str, folder: str, verbose: bool):
 
         export_onnx(model, cfg, path)
         return None
+    if name == "openvino":
+        from yolact.serving.openvino import export_openvino
+
+        onnx = os.path.join(folder, FORMATS["onnx"])  # reused when written just before
+        return export_openvino(model, cfg, path, onnx if os.path.exists(onnx) else None)
     from yolact.serving.litert import export_litert
 
     return export_litert(model, cfg, path, LITERT_FORMAT_KINDS[name])
