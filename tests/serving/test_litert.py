@@ -9,24 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from tests import FIXTURES_DIR, REPO, subprocess_env
+from tests import REPO, subprocess_env
 from yolact.configs import from_json
 from yolact.detection.networks import LiteRTNetwork, open_network
 from yolact.detection.predictor import Predictor
-from yolact.modeling.factory import build_model
 from yolact.serving.exporter import FORMATS, check_formats, export
 from yolact.serving.litert import TOLERANCE, litert_model, relative_rms
-from yolact.weights.checkpoints import load_weights
-
-LEGACY = os.path.join(FIXTURES_DIR, "legacy_v1")  # a small trained run folder + config.json
-
-
-@pytest.fixture(scope="module")
-def trained():
-    cfg = from_json(os.path.join(LEGACY, "config.json"))
-    model = build_model(cfg)
-    load_weights(model, LEGACY)
-    return cfg, model
 
 
 @pytest.fixture(scope="module")

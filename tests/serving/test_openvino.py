@@ -5,27 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from tests import FIXTURES_DIR
-from yolact.configs import from_json
 from yolact.detection.networks import OpenVINONetwork, open_network
 from yolact.detection.predictor import Predictor
-from yolact.modeling.factory import build_model
 from yolact.serving.exporter import export
 from yolact.serving.litert import relative_rms
 from yolact.serving.openvino import FP32_TOLERANCE
-from yolact.weights.checkpoints import load_weights
 
-LEGACY = os.path.join(FIXTURES_DIR, "legacy_v1")
 # bf16 arithmetic (8 mantissa bits) over the whole network: measured ~1e-2 rms / std.
 BF16_TOLERANCE = 0.1
-
-
-@pytest.fixture(scope="module")
-def trained():
-    cfg = from_json(os.path.join(LEGACY, "config.json"))
-    model = build_model(cfg)
-    load_weights(model, LEGACY)
-    return cfg, model
 
 
 @pytest.fixture(scope="module")
