@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests import REPO
+from yolact.utils.polygons import polygons_to_mask
 
 ROOT = str(REPO)
 WEIGHTS = os.path.join(ROOT, "tests", "fixtures", "weights.pth")
@@ -75,7 +76,7 @@ def test_folder_skips_corrupt_file_and_round_trips(setup, tmp_path):
     proc = run_cli(["-name", "tiny", "-weights", weights, "-input", str(folder),
                     "-output_dir", str(out), "-score_threshold", str(THRESHOLD),
                     "-top_k", str(TOP_K), "-batch_size", "3", "-save_json", "-save_masks",
-                    "-nojit_compile"])
+                    "-save_txt", "-nojit_compile"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "2 processed, 1 skipped" in log
@@ -104,6 +105,16 @@ def test_folder_skips_corrupt_file_and_round_trips(setup, tmp_path):
         assert int(np.sum(masks != ref.masks)) <= 5
         assert [a["category_name"] for a in anns] == [cfg.CLASS_NAMES[c] for c in classes]
         assert [a["area"] for a in anns] == [int(m.sum()) for m in masks]
+        # polygons (JSON) and YOLO-seg labels (-save_txt) trace the same masks
+        for a, m in zip(anns, masks):
+            back = polygons_to_mask(a["polygons"], *m.shape)
+            if not m.any():  # an empty mask has no polygon
+                assert a["polygons"] == []
+                continue
+            assert (back & m).sum() / (back | m).sum() > 0.9
+        labels = (out / "labels" / f"{os.path.splitext(name)[0]}.txt").read_text().splitlines()
+        assert [int(line.split()[0]) for line in labels] == [
+            c for c, a in zip(classes, anns) if a["polygons"]]
         # PNG masks and the drawing are exactly those of the JSON instances
         pngs = sorted((out / "masks" / name).iterdir())
         assert len(pngs) == len(anns)

@@ -25,7 +25,10 @@ def define_flags(fv=FLAGS) -> None:
     flags.DEFINE_boolean("show_labels", True, "Draw class names and scores.", flag_values=fv)
     flags.DEFINE_boolean("save_masks", False, "Write one PNG mask per instance.",
                          flag_values=fv)
-    flags.DEFINE_boolean("save_json", False, "Write results.json (COCO style, RLE masks).",
+    flags.DEFINE_boolean("save_json", False, "Write results.json (COCO style: RLE masks and "
+                         "polygons).", flag_values=fv)
+    flags.DEFINE_boolean("save_txt", False, "Write labels/<image>.txt per image in the YOLO "
+                         "segmentation format (class + normalized polygon per instance).",
                          flag_values=fv)
     flags.DEFINE_integer("batch_size", 4, "Images (or video frames) per forward pass.",
                          flag_values=fv)
@@ -75,7 +78,7 @@ def run(flags_) -> dict:
         score_threshold=flags_.score_threshold, top_k=flags_.top_k,
         show_boxes=flags_.show_boxes, show_masks=flags_.show_masks,
         show_labels=flags_.show_labels, save_masks=flags_.save_masks,
-        save_json=flags_.save_json)
+        save_json=flags_.save_json, save_txt=flags_.save_txt)
     summary = run_inference(predictor, flags_.input, flags_.output_dir, options,
                             batch_size=flags_.batch_size)
     print(format_summary(summary))

@@ -7,7 +7,10 @@ Outputs in ``output_dir``:
 - with ``save_json``: ``results.json``, COCO style: ``images`` (id, file_name,
   height, width[, frame]), ``categories`` (id = 0-based class + 1, name) and
   ``annotations`` (image_id, category_id, category_name, bbox [x, y, w, h]
-  pixels, score, segmentation = COCO RLE at the image's size, area).
+  pixels, score, segmentation = COCO RLE at the image's size, polygons = its outer
+  contours as COCO polygons in original pixels, area);
+- with ``save_txt``: ``labels/<stem>[_frameNNNNNN].txt``, the YOLO segmentation label
+  format: one line per instance, ``class x1 y1 x2 y2 ...`` (largest contour, normalized).
 Images are RGB in this pipeline; OpenCV's BGR is converted at the edges.
 Detections shown and saved: score > score_threshold (official ``prep_display``
 rule), then the top_k best.
@@ -22,7 +25,7 @@ import re
 import cv2
 import numpy as np
 
-from yolact.utils.io import atomic_path, write_json_atomic
+from yolact.utils.io import atomic_path, write_json_atomic, write_text_atomic
 from yolact.utils.media import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -34,6 +37,7 @@ from yolact.utils.media import (
     read_image,
     write_image_atomic,
 )
+from yolact.utils.polygons import mask_to_polygons, yolo_seg_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,7 @@ class OutputOptions:
     show_labels: bool = True
     save_masks: bool = False
     save_json: bool = False
+    save_txt: bool = False
 
 
 def predict_batch(predictor, images, options: OutputOptions, pad_to: int = 0) -> list:
@@ -98,6 +103,21 @@ class ResultWriter:
             self._write_masks(file_name, inst, frame)
         if self.options.save_json:
             self._record(file_name, image_rgb.shape[:2], inst, frame)
+        if self.options.save_txt:
+            self._write_txt(file_name, image_rgb.shape[:2], inst, frame)
+
+    def _write_txt(self, file_name, size, inst, frame):
+        folder = os.path.join(self.output_dir, "labels")
+        os.makedirs(folder, exist_ok=True)
+        stem = _safe(os.path.splitext(file_name)[0])
+        suffix = "" if frame is None else f"_frame{frame:06d}"
+        lines = []
+        for k in range(len(inst)):
+            polygons = mask_to_polygons(inst.masks[k])
+            if polygons:
+                lines.append(yolo_seg_line(int(inst.classes[k]), polygons[0], *size))
+        write_text_atomic(os.path.join(folder, f"{stem}{suffix}.txt"),
+                          "".join(line + "\n" for line in lines))
 
     def _write_masks(self, file_name, inst, frame):
         folder = os.path.join(self.output_dir, "masks", _safe(file_name))
@@ -122,6 +142,7 @@ class ResultWriter:
             result["id"] = len(self.annotations) + 1
             result["category_name"] = self.class_names[result["category_id"] - 1]
             result["area"] = int(inst.masks[k].sum())
+            result["polygons"] = mask_to_polygons(inst.masks[k])
             self.annotations.append(result)
 
     def close(self) -> str | None:
