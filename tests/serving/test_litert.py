@@ -13,8 +13,9 @@ from tests import REPO, subprocess_env
 from yolact.configs import from_json
 from yolact.detection.networks import LiteRTNetwork, open_network
 from yolact.detection.predictor import Predictor
+from yolact.serving.checks import relative_rms
 from yolact.serving.exporter import FORMATS, check_formats, export
-from yolact.serving.litert import TOLERANCE, litert_model, relative_rms
+from yolact.serving.litert import TOLERANCE, litert_model
 
 
 @pytest.fixture(scope="module")

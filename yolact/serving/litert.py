@@ -16,9 +16,8 @@ tolerance is an error and nothing is written.
 
 from __future__ import annotations
 
-import numpy as np
-
 from yolact.detection.networks import LiteRTNetwork
+from yolact.serving.checks import check_against_keras
 from yolact.serving.graph import _tf, network_outputs
 from yolact.utils.io import write_bytes_atomic
 
@@ -29,12 +28,6 @@ LITERT_KINDS = ("fp32", "fp16", "dynamic_int8")
 # a broken conversion is ~1 or NaN.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15}
 
-
-def relative_rms(ours, theirs) -> float:
-    """sqrt(mean((ours - theirs)^2)) / std(theirs)."""
-    theirs = np.asarray(theirs, np.float64)
-    diff = np.asarray(ours, np.float64) - theirs
-    return float(np.sqrt(np.mean(diff * diff)) / (np.std(theirs) or 1.0))
 
 
 def litert_model(model, cfg, kind: str = "fp32") -> bytes:
@@ -72,21 +65,10 @@ def litert_model(model, cfg, kind: str = "fp32") -> bytes:
 
 
 def check_litert(data: bytes, model, cfg, kind: str, seed: int = 0) -> dict:
-    """Run `data` and the Keras model on one fixed normalized input; {output: rms diff /
-    std}. Raises ValueError on NaN outputs or a difference beyond TOLERANCE[kind]."""
-    x = np.random.default_rng(seed).standard_normal(
-        (1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)).astype(np.float32)
-    ours = LiteRTNetwork(content=data)(x)
-    keras_out = {k: np.asarray(v) for k, v in model(x, training=False).items()}
-    report = {}
-    for name in LITERT_OUTPUTS:
-        if not np.all(np.isfinite(ours[name])):
-            raise ValueError(f"the {kind} LiteRT network returns non-finite {name!r} values")
-        report[name] = relative_rms(ours[name], keras_out[name])
-        if report[name] > TOLERANCE[kind]:
-            raise ValueError(f"the {kind} LiteRT network's {name!r} differs from Keras by "
-                             f"{report[name]:.3g} x its std (rms; tolerance {TOLERANCE[kind]})")
-    return report
+    """{output: rms diff / std} of the flatbuffer `data` against Keras (`check_against_keras`
+    with TOLERANCE[kind])."""
+    return check_against_keras(LiteRTNetwork(content=data), model, cfg, f"{kind} LiteRT",
+                               TOLERANCE[kind], seed)
 
 
 def export_litert(model, cfg, path: str, kind: str = "fp32") -> dict:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
-
 from yolact.detection.networks import OpenVINONetwork
-from yolact.serving.litert import relative_rms
+from yolact.serving.checks import check_against_keras
 from yolact.serving.onnx import export_onnx
 
 # rms difference from Keras / std allowed when the IR runs in float32 (measured ~1e-6).
@@ -47,17 +45,6 @@ def export_openvino(model, cfg, path: str, onnx_path: str | None = None) -> dict
 
 
 def check_openvino(path: str, model, cfg, seed: int = 0) -> dict:
-    """{output: rms diff / std} of the IR in float32 against Keras on a fixed input."""
-    x = np.random.default_rng(seed).standard_normal(
-        (1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)).astype(np.float32)
-    ours = OpenVINONetwork(path, precision="fp32")(x)
-    keras_out = {k: np.asarray(v) for k, v in model(x, training=False).items()}
-    report = {}
-    for name in OpenVINONetwork.OUTPUTS:
-        if not np.all(np.isfinite(ours[name])):
-            raise ValueError(f"the OpenVINO network returns non-finite {name!r} values")
-        report[name] = relative_rms(ours[name], keras_out[name])
-        if report[name] > FP32_TOLERANCE:
-            raise ValueError(f"the OpenVINO network's {name!r} differs from Keras by "
-                             f"{report[name]:.3g} x its std (rms; tolerance {FP32_TOLERANCE})")
-    return report
+    """{output: rms diff / std} of the IR run in float32 against Keras."""
+    return check_against_keras(OpenVINONetwork(path, precision="fp32"), model, cfg,
+                               "OpenVINO", FP32_TOLERANCE, seed)
