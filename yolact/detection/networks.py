@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# The outputs of every exported network file, as the Keras model in inference mode has them.
+NETWORK_OUTPUTS = ("loc", "conf", "coef", "proto")
+
+
+def check_output_names(names, where: str) -> None:
+    """ValueError unless a network file has exactly the outputs of an exported YOLACT."""
+    if sorted(names) != sorted(NETWORK_OUTPUTS):
+        raise ValueError(f"{where}: expected the outputs {NETWORK_OUTPUTS} of an exported "
+                         f"YOLACT network, got {list(names)}")
+
 
 class OnnxNetwork:
     """The network exported by `export_savedmodel.py -onnx`, run by onnxruntime on the CPU.
@@ -17,7 +27,7 @@ class OnnxNetwork:
     R50-550 network in 0.88x the time of TF's fastest graph (benchmarks/RESULTS.md).
     """
 
-    OUTPUTS = ("loc", "conf", "coef", "proto")
+    OUTPUTS = NETWORK_OUTPUTS
 
     def __init__(self, path: str, threads: int = 0):
         try:
@@ -30,9 +40,7 @@ class OnnxNetwork:
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in self.session.get_outputs()]
-        if sorted(names) != sorted(self.OUTPUTS):
-            raise ValueError(f"{path}: expected the outputs {self.OUTPUTS} of an exported "
-                             f"YOLACT network, got {names}")
+        check_output_names(names, path)
         self.names = names
         self.input_name = self.session.get_inputs()[0].name
 
@@ -48,7 +56,7 @@ class LiteRTNetwork:
     {'loc', 'conf', 'coef', 'proto'} numpy arrays (a batch runs image by image).
     """
 
-    OUTPUTS = ("loc", "conf", "coef", "proto")
+    OUTPUTS = NETWORK_OUTPUTS
 
     def __init__(self, path: str | None = None, threads: int = 0, content: bytes | None = None):
         try:
@@ -67,10 +75,7 @@ class LiteRTNetwork:
             raise ValueError(f"{where}: a .tflite file without a signature, not a network "
                              f"written by export_savedmodel.py -formats litert")
         self.runner = self.interpreter.get_signature_runner()
-        details = self.runner.get_output_details()
-        if sorted(details) != sorted(self.OUTPUTS):
-            raise ValueError(f"{where}: expected the outputs {self.OUTPUTS} of an exported "
-                             f"YOLACT network, got {sorted(details)}")
+        check_output_names(sorted(self.runner.get_output_details()), where)
         (self.input_name, detail), = self.runner.get_input_details().items()
         self.input_shape = tuple(int(d) for d in detail["shape"])
 
@@ -91,7 +96,7 @@ class OpenVINONetwork:
     AVX512_BF16 or AMX); "auto", the plugin's choice (bf16 where the CPU has it).
     """
 
-    OUTPUTS = ("loc", "conf", "coef", "proto")
+    OUTPUTS = NETWORK_OUTPUTS
     PRECISIONS = {"fp32": "f32", "bf16": "bf16", "auto": None}
 
     def __init__(self, path: str, threads: int = 0, precision: str = "auto"):
@@ -114,10 +119,7 @@ class OpenVINONetwork:
         except RuntimeError as err:
             raise ValueError(f"{path}: not an OpenVINO IR model ({str(err).splitlines()[0]})"
                              ) from None
-        names = [o.get_any_name() for o in network.outputs]
-        if sorted(names) != sorted(self.OUTPUTS):
-            raise ValueError(f"{path}: expected the outputs {self.OUTPUTS} of an exported "
-                             f"YOLACT network, got {names}")
+        check_output_names([o.get_any_name() for o in network.outputs], path)
         self.compiled = core.compile_model(network, "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
         name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)

@@ -7,10 +7,11 @@ import gc
 
 import numpy as np
 
+from yolact.detection.networks import NETWORK_OUTPUTS
 from yolact.serving.graph import _tf, network_outputs
 from yolact.utils.io import write_bytes_atomic
 
-ONNX_OUTPUTS = ("loc", "conf", "coef", "proto")
+ONNX_OUTPUTS = NETWORK_OUTPUTS
 
 
 def export_onnx(model, cfg, path: str, opset: int | None = None) -> str:
