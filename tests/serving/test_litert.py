@@ -1,5 +1,5 @@
-"""LiteRT export (fp32, fp16, dynamic-range int8), the exporter's version folder, and
-inference.py -model on the exported files."""
+"""LiteRT export (fp32, fp16, dynamic-range int8; the calibrated int8 formats are in
+test_int8.py), the exporter's version folder, and inference.py -model on the exported files."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from yolact.serving.litert import TOLERANCE, litert_model
 def exported(trained, tmp_path_factory):
     cfg, model = trained
     folder = tmp_path_factory.mktemp("export")
-    result = export(model, cfg, str(folder), 1, ("litert", "litert_fp16", "litert_int8"))
+    result = export(model, cfg, str(folder), 1, ("litert", "litert_fp16", "litert_dynamic"))
     return result
 
 
@@ -34,16 +34,16 @@ def images(cfg, count=2, seed=1):
 def test_version_folder_holds_every_format_and_its_config(exported, trained):
     cfg, _ = trained
     names = sorted(os.listdir(exported["path"]))
-    assert names == ["config.json", "model.tflite", "model_fp16.tflite", "model_int8.tflite"]
+    assert names == ["config.json", "model.tflite", "model_dynamic.tflite", "model_fp16.tflite"]
     assert from_json(os.path.join(exported["path"], "config.json")) == cfg
     sizes = {k: os.path.getsize(v) for k, v in exported["files"].items()}
     assert sizes["litert_fp16"] < 0.6 * sizes["litert"]  # float16 weights: half the bytes
-    assert sizes["litert_int8"] < 0.35 * sizes["litert"]  # int8 weights: a quarter
+    assert sizes["litert_dynamic"] < 0.35 * sizes["litert"]  # int8 weights: a quarter
     assert not [n for n in os.listdir(os.path.dirname(exported["path"])) if n.startswith(".")]
 
 
 @pytest.mark.parametrize("fmt, kind", [("litert", "fp32"), ("litert_fp16", "fp16"),
-                                       ("litert_int8", "dynamic_int8")])
+                                       ("litert_dynamic", "dynamic_int8")])
 def test_litert_outputs_match_keras_within_the_kinds_tolerance(exported, trained, fmt, kind):
     cfg, model = trained
     report = exported["checks"][fmt]
@@ -93,7 +93,8 @@ def test_exporter_refuses_bad_formats_and_existing_versions(exported, trained, t
     with pytest.raises(ValueError, match="unknown format"):
         export(model, cfg, str(tmp_path / "new"), 1, ("litert", "nope"))
     assert not (tmp_path / "new").exists() or not os.listdir(tmp_path / "new")
-    assert set(FORMATS) >= {"saved_model", "onnx", "litert", "litert_fp16", "litert_int8"}
+    assert set(FORMATS) >= {"saved_model", "onnx", "litert", "litert_fp16", "litert_dynamic",
+                            "litert_int8", "onnx_int8", "openvino", "openvino_int8"}
 
 
 def test_open_network_errors_name_the_file(tmp_path):

@@ -69,6 +69,11 @@ def run(flags_) -> dict:
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
                          weights=flags_.weights or flags_.model)
     if flags_.model:
+        from yolact.detection.networks import check_input_size
+
+        if flags_["name"].present and not flags_.weights:
+            _check_exported_name(cfg, flags_.name, flags_.model)
+        check_input_size(network, cfg.IMG_SIZE, flags_.model)
         print(f"Network: {engine} on {flags_.model}")
         predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
     else:
@@ -83,6 +88,20 @@ def run(flags_) -> dict:
                             batch_size=flags_.batch_size)
     print(format_summary(summary))
     return summary
+
+
+def _check_exported_name(cfg, name: str, model_path: str) -> None:
+    """ValueError when an exported network's config.json is for another model than -name
+    (another name, or a preset with other classes)."""
+    from yolact.configs.presets import PRESETS
+    from yolact.configs.resolve import get_config
+
+    if name == cfg.NAME or (name in PRESETS and
+                            tuple(get_config(name).CLASS_NAMES) == tuple(cfg.CLASS_NAMES)):
+        return
+    raise ValueError(f"-model {model_path!r}: its config.json is for {cfg.NAME!r} "
+                     f"({cfg.NUM_CLASSES} classes), not -name {name!r}; drop -name to use "
+                     f"the exported config")
 
 
 def main(argv=None) -> None:

@@ -19,6 +19,24 @@ def check_output_names(names, where: str) -> None:
                          f"YOLACT network, got {list(names)}")
 
 
+def check_input_size(network, img_size: int, where: str) -> None:
+    """ValueError unless the network file takes images of the config's IMG_SIZE (a file
+    exported at another size would otherwise fail deep inside its engine, or not at all)."""
+    shape = getattr(network, "input_shape", None)
+    if not shape or len(shape) != 4:
+        return
+    size = tuple(shape[1:3])
+    if all(isinstance(d, int) and d > 0 for d in size) and size != (img_size, img_size):
+        raise ValueError(f"{where}: the network takes {size[0]}x{size[1]} images but the "
+                         f"config says IMG_SIZE={img_size}; use the config.json exported "
+                         f"with it (or -override IMG_SIZE={size[0]})")
+
+
+def _dims(shape) -> tuple:
+    """Static dims as ints, dynamic ones as None."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
 class OnnxNetwork:
     """The network exported by `export_savedmodel.py -onnx`, run by onnxruntime on the CPU.
 
@@ -43,6 +61,7 @@ class OnnxNetwork:
         check_output_names(names, path)
         self.names = names
         self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = _dims(self.session.get_inputs()[0].shape)
 
     def __call__(self, images) -> dict:
         feed = {self.input_name: np.asarray(images, np.float32)}
@@ -120,6 +139,8 @@ class OpenVINONetwork:
             raise ValueError(f"{path}: not an OpenVINO IR model ({str(err).splitlines()[0]})"
                              ) from None
         check_output_names([o.get_any_name() for o in network.outputs], path)
+        self.input_shape = _dims([d.get_length() if d.is_static else None
+                                  for d in network.inputs[0].get_partial_shape()])
         self.compiled = core.compile_model(network, "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what it runs in
         name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)

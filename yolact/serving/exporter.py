@@ -5,8 +5,15 @@
       onnx          model.onnx                   (the network; onnxruntime)
       litert        model.tflite                 (the network, fp32; LiteRT / XNNPACK)
       litert_fp16   model_fp16.tflite            (float16 weights)
-      litert_int8   model_int8.tflite            (int8 weights, dynamic-range activations)
+      litert_dynamic model_dynamic.tflite        (int8 weights, dynamic-range activations)
+      litert_int8   model_int8.tflite            (full integer, calibrated; float in/out)
+      onnx_int8     model_int8.onnx              (static int8 QDQ, calibrated; onnxruntime)
       openvino      model.xml, model.bin         (the network; OpenVINO, fp32 or bf16 at run time)
+      openvino_int8 model_int8.xml, .bin         (NNCF post-training int8, calibrated)
+
+The int8 formats are calibrated on real images of the TFRecord train split
+(`calibration`: the images, or a function returning them, called once and only when an int8
+format is asked for; `yolact.serving.calibration.calibration_images`).
 
 Everything is written to a hidden temp folder in export_dir (TF Serving ignores
 non-numeric folders) and renamed when complete, so a failed export (a LiteRT file that
@@ -24,10 +31,15 @@ FORMATS = {
     "onnx": "model.onnx",
     "litert": "model.tflite",
     "litert_fp16": "model_fp16.tflite",
+    "litert_dynamic": "model_dynamic.tflite",
     "litert_int8": "model_int8.tflite",
+    "onnx_int8": "model_int8.onnx",
     "openvino": "model.xml",
+    "openvino_int8": "model_int8.xml",
 }
-LITERT_FORMAT_KINDS = {"litert": "fp32", "litert_fp16": "fp16", "litert_int8": "dynamic_int8"}
+LITERT_FORMAT_KINDS = {"litert": "fp32", "litert_fp16": "fp16", "litert_dynamic": "dynamic_int8",
+                       "litert_int8": "int8"}
+CALIBRATED_FORMATS = ("litert_int8", "onnx_int8", "openvino_int8")
 
 
 def check_formats(formats) -> tuple:
@@ -55,9 +67,11 @@ def _publish(tmp_dir: str, target: str, overwrite: bool) -> None:
         os.replace(tmp_dir, target)
 
 
-def _write(model, cfg, name: str, folder: str, verbose: bool):
-    """One format into `folder`; returns its check report (LiteRT) or None."""
+def _write(model, cfg, name: str, folder: str, verbose: bool, calibration):
+    """One format into `folder`; returns its check report (or None: SavedModel, ONNX)."""
     path = os.path.join(folder, FORMATS[name])
+    onnx = os.path.join(folder, FORMATS["onnx"])  # reused when written just before
+    onnx = onnx if os.path.exists(onnx) else None
     if name == "saved_model":
         from yolact.serving.saved_model import write_saved_model
 
@@ -71,23 +85,49 @@ def _write(model, cfg, name: str, folder: str, verbose: bool):
 
         export_onnx(model, cfg, path)
         return None
+    if name == "onnx_int8":
+        from yolact.serving.onnx import export_onnx_int8
+
+        return export_onnx_int8(model, cfg, path, calibration(), onnx)
     if name == "openvino":
         from yolact.serving.openvino import export_openvino
 
-        onnx = os.path.join(folder, FORMATS["onnx"])  # reused when written just before
-        return export_openvino(model, cfg, path, onnx if os.path.exists(onnx) else None)
+        return export_openvino(model, cfg, path, onnx)
+    if name == "openvino_int8":
+        from yolact.serving.openvino import export_openvino_int8
+
+        return export_openvino_int8(model, cfg, path, calibration(), onnx)
     from yolact.serving.litert import export_litert
 
-    return export_litert(model, cfg, path, LITERT_FORMAT_KINDS[name])
+    images = calibration() if name in CALIBRATED_FORMATS else None
+    return export_litert(model, cfg, path, LITERT_FORMAT_KINDS[name], images)
+
+
+def _once(calibration):
+    """A function returning the calibration images, loading them on the first call only."""
+    cache = []
+
+    def images():
+        if not cache:
+            if calibration is None:
+                raise ValueError(f"the formats {', '.join(CALIBRATED_FORMATS)} are calibrated "
+                                 f"on real images: pass -tfrecord_dir with the train split")
+            cache.append(calibration() if callable(calibration) else calibration)
+        return cache[0]
+    return images
 
 
 def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model",),
-           overwrite: bool = False, verbose: bool = False) -> dict:
+           overwrite: bool = False, verbose: bool = False, calibration=None) -> dict:
     """Write <export_dir>/<version>/ with config.json and every format, atomically.
 
-    Returns {"path": version folder, "files": {format: file}, "checks": {format: report}}.
+    `calibration`: float32 [N, S, S, 3] normalized real images for the int8 formats, or a
+    function returning them. Returns {"path": version folder, "files": {format: file},
+    "checks": {format: report}}.
     """
     formats = check_formats(formats)
+    if calibration is None and set(formats) & set(CALIBRATED_FORMATS):
+        _once(None)()  # the error, before any work
     if int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
     os.makedirs(export_dir, exist_ok=True)
@@ -99,10 +139,11 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     checks = {}
+    calibration = _once(calibration)
     try:
         cfg.to_json(os.path.join(tmp_dir, "config.json"))
         for name in formats:
-            report = _write(model, cfg, name, tmp_dir, verbose)
+            report = _write(model, cfg, name, tmp_dir, verbose, calibration)
             if report is not None:
                 checks[name] = report
     except BaseException:

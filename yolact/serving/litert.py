@@ -6,7 +6,9 @@ logits, coef [1, P, K], proto [1, Hp, Wp, K]; detection and masks run outside
 (`Predictor(None, cfg, network=LiteRTNetwork(path))`).
 
 Kinds: "fp32"; "fp16" (float16 weights, float32 compute where the CPU has no fp16);
-"dynamic_int8" (int8 weights, activations quantized on the fly). The variables are frozen
+"dynamic_int8" (int8 weights, activations quantized on the fly); "int8" (full integer:
+int8 weights and activations whose ranges are calibrated on real images of the train split,
+`yolact.serving.calibration`; float32 input and outputs, so the file is a drop-in). The variables are frozen
 into constants before conversion: converting the concrete function of a Keras 3 model as it
 is writes a file of variable handles that runs and returns NaN. Every file is run by the
 interpreter on a fixed input and compared with the Keras model (root-mean-square difference
@@ -16,24 +18,29 @@ tolerance is an error and nothing is written.
 
 from __future__ import annotations
 
+import numpy as np
+
 from yolact.detection.networks import LiteRTNetwork
 from yolact.serving.checks import check_against_keras
 from yolact.serving.graph import _tf, network_outputs
 from yolact.utils.io import write_bytes_atomic
 
 LITERT_OUTPUTS = LiteRTNetwork.OUTPUTS
-LITERT_KINDS = ("fp32", "fp16", "dynamic_int8")
+LITERT_KINDS = ("fp32", "fp16", "dynamic_int8", "int8")
+CALIBRATED_KINDS = ("int8",)
 # Largest root-mean-square difference from Keras allowed, in units of each output's standard
-# deviation. Measured on the shapes network: fp32 ~1e-6, fp16 ~1e-3, dynamic int8 0.02-0.05;
-# a broken conversion is ~1 or NaN.
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15}
+# deviation (int8: on a real image). Measured on the shapes network: fp32 ~1e-6, fp16 ~1e-3,
+# dynamic int8 0.02-0.05, int8 0.05-0.15; a broken conversion is ~1 or NaN.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15, "int8": 0.3}
 
 
-
-def litert_model(model, cfg, kind: str = "fp32") -> bytes:
-    """The .tflite flatbuffer of the network (see the module docstring)."""
+def litert_model(model, cfg, kind: str = "fp32", calibration=None) -> bytes:
+    """The .tflite flatbuffer of the network (see the module docstring); `calibration`:
+    float32 [N, S, S, 3] normalized real images, for the calibrated kinds."""
     if kind not in LITERT_KINDS:
         raise ValueError(f"LiteRT kind must be one of {LITERT_KINDS}, got {kind!r}")
+    if kind in CALIBRATED_KINDS and calibration is None:
+        raise ValueError(f"the {kind} LiteRT network needs calibration images")
     tf = _tf()
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -61,20 +68,25 @@ def litert_model(model, cfg, kind: str = "fp32") -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "fp16":
         converter.target_spec.supported_types = [tf.float16]
+    if kind == "int8":
+        images = np.asarray(calibration, np.float32)
+        converter.representative_dataset = lambda: ([image[None]] for image in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
 
-def check_litert(data: bytes, model, cfg, kind: str, seed: int = 0) -> dict:
+def check_litert(data: bytes, model, cfg, kind: str, seed: int = 0, inputs=None) -> dict:
     """{output: rms diff / std} of the flatbuffer `data` against Keras (`check_against_keras`
     with TOLERANCE[kind])."""
     return check_against_keras(LiteRTNetwork(content=data), model, cfg, f"{kind} LiteRT",
-                               TOLERANCE[kind], seed)
+                               TOLERANCE[kind], seed, inputs)
 
 
-def export_litert(model, cfg, path: str, kind: str = "fp32") -> dict:
+def export_litert(model, cfg, path: str, kind: str = "fp32", calibration=None) -> dict:
     """Convert, check against Keras, then write `path` atomically; returns the check's
-    {output: rms diff / std}."""
-    data = litert_model(model, cfg, kind)
-    report = check_litert(data, model, cfg, kind)
+    {output: rms diff / std} (a calibrated kind is checked on the last calibration image)."""
+    data = litert_model(model, cfg, kind, calibration)
+    inputs = None if kind not in CALIBRATED_KINDS else np.asarray(calibration[-1:], np.float32)
+    report = check_litert(data, model, cfg, kind, inputs=inputs)
     write_bytes_atomic(path, data)
     return report

@@ -1,0 +1,175 @@
+"""The calibrated int8 formats (LiteRT full integer, onnxruntime QDQ, OpenVINO + NNCF):
+calibrated on the real images of a TFRecord train split, each checked against Keras, smaller
+than its float file, run by inference's engines; the errors for missing calibration data,
+files of another input size and an export of another model."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.creator import create_tfrecords
+from data.shapes import generate
+from data.tf_example import IMAGE_ENCODED
+from yolact.detection.networks import (
+    OnnxNetwork,
+    OpenVINONetwork,
+    check_input_size,
+    open_network,
+)
+from yolact.detection.predictor import Predictor
+from yolact.ops.image import preprocess_images
+from yolact.serving.calibration import calibration_images
+from yolact.serving.checks import relative_rms
+from yolact.serving.exporter import export
+
+INT8 = ("litert_int8", "onnx_int8", "openvino_int8")
+TOLERANCE = 0.3  # rms diff / std, each format's export check (measured 0.04-0.12 here)
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    """A small shapes dataset (64-128 px; 24 train, 4 val images) as TFRecords."""
+    root = tmp_path_factory.mktemp("shapes")
+    generate(str(root / "shapes"), 24, 4, seed=0, min_size=64, max_size=128,
+             show_progress=False)
+    shapes = root / "shapes"
+    create_tfrecords(str(root / "tf"), str(shapes / "images/train"), str(shapes / "images/val"),
+                     str(shapes / "annotations/train.json"), str(shapes / "annotations/val.json"),
+                     show_progress=False)
+    return str(root / "tf")
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tfrecords, tmp_path_factory):
+    cfg, model = trained
+    images = calibration_images(cfg, tfrecords, 16)
+    folder = tmp_path_factory.mktemp("export")
+    return export(model, cfg, str(folder), 1, ("onnx", *INT8),
+                  calibration=images)
+
+
+def val_images(cfg, tfrecords):
+    return calibration_images(cfg, tfrecords, 4, split="val")
+
+
+def test_calibration_images_are_the_train_split_preprocessed(trained, tfrecords):
+    cfg, _ = trained
+    images = calibration_images(cfg, tfrecords, 100)  # more than the split holds
+    records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(f"{tfrecords}/train-*.tfrecord")))
+    assert images.shape == (len(records), cfg.IMG_SIZE, cfg.IMG_SIZE, 3) == (23, 64, 64, 3)
+    example = tf.train.Example.FromString(records[0].numpy())
+    data = example.features.feature[IMAGE_ENCODED].bytes_list.value[0]
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                       cv2.COLOR_BGR2RGB)
+    expected = np.asarray(preprocess_images(rgb[None], cfg.IMG_SIZE, cfg.MEAN, cfg.STD))[0]
+    np.testing.assert_allclose(images[0], expected, atol=2e-5)
+    assert len(calibration_images(cfg, tfrecords, 5)) == 5
+
+
+@pytest.mark.parametrize("fmt", INT8)
+def test_int8_network_is_quantized_and_close_to_keras(exported, trained, tfrecords, fmt):
+    cfg, model = trained
+    report = exported["checks"][fmt]
+    assert set(report) == {"loc", "conf", "coef", "proto"}
+    assert 1e-4 < max(report.values()) <= TOLERANCE  # quantized, yet close
+    network, _ = open_network(exported["files"][fmt], threads=1)
+    x = val_images(cfg, tfrecords)  # images it was not calibrated on
+    ours = network(x)
+    theirs = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    for name in report:
+        assert ours[name].shape == theirs[name].shape
+        assert relative_rms(ours[name], theirs[name]) <= TOLERANCE, name
+    # The boxes that matter: the 20 most confident priors' decoded offsets agree.
+    best = np.argsort(-theirs["conf"][0, :, 1:].max(-1))[:20]
+    assert np.abs(ours["loc"][0, best] - theirs["loc"][0, best]).mean() < 0.2 * np.std(
+        theirs["loc"])
+
+
+def test_int8_files_are_smaller_than_float_ones(exported, trained):
+    float_bytes = 4 * sum(int(np.prod(v.shape)) for v in trained[1].weights)
+    size = lambda fmt: os.path.getsize(exported["files"][fmt])
+    assert size("onnx") > 0.95 * float_bytes
+    assert size("litert_int8") < 0.4 * float_bytes  # int8 weights: about a quarter
+    assert size("onnx_int8") < 0.4 * float_bytes
+    assert os.path.getsize(exported["files"]["openvino_int8"][:-4] + ".bin") < 0.4 * float_bytes
+
+
+def test_int8_detections_follow_keras(exported, trained, tfrecords):
+    cfg, model = trained
+    x = val_images(cfg, tfrecords)[:2]
+    sizes = [(64, 64)] * 2
+    theirs = Predictor(model, cfg, jit_compile=False).predict_normalized(x, sizes)
+    for fmt in INT8:
+        network, _ = open_network(exported["files"][fmt], threads=1)
+        ours = Predictor(None, cfg, jit_compile=False, network=network).predict_normalized(
+            x, sizes)
+        for a, b in zip(ours, theirs):
+            top = min(5, len(a), len(b))
+            assert top > 0
+            np.testing.assert_allclose(a.scores[:top], b.scores[:top], atol=0.1)
+
+
+def test_int8_needs_real_calibration_images(trained, tmp_path):
+    cfg, model = trained
+    with pytest.raises(ValueError, match="calibrated on real images: pass -tfrecord_dir"):
+        export(model, cfg, str(tmp_path / "e"), 1, ("onnx", "onnx_int8"))
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(ValueError, match="pass -tfrecord_dir"):
+        calibration_images(cfg, None)
+    with pytest.raises(ValueError, match=r"-tfrecord_dir .*needs the train split for "
+                                         r"calibration \(no TFRecord files match"):
+        calibration_images(cfg, str(tmp_path))
+    with pytest.raises(ValueError, match="-calibration_images must be at least 1, got 0"):
+        calibration_images(cfg, str(tmp_path), 0)
+
+
+def parsed_flags(module, *argv):
+    """The CLI module's flags parsed from argv, in a FlagValues of their own."""
+    from absl import flags
+
+    fv = flags.FlagValues()
+    module.define_flags(fv)
+    fv(["prog", *argv])
+    return fv
+
+
+def test_export_cli_says_int8_needs_tfrecords(tmp_path):
+    from yolact.cli import export as cli
+
+    fv = parsed_flags(cli, "-name", "tiny", "-weights", str(tmp_path), "-export_dir",
+                      str(tmp_path / "out"), "-formats", "onnx,openvino_int8")
+    with pytest.raises(ValueError, match=r"^-formats openvino_int8: int8 is calibrated on real "
+                                         r"images; pass -tfrecord_dir"):
+        cli.run(fv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_network_of_another_size_is_refused(exported):
+    for cls, fmt in ((OnnxNetwork, "onnx"), (OpenVINONetwork, "openvino_int8")):
+        path = exported["files"][fmt]
+        network = cls(path)
+        assert tuple(network.input_shape[1:]) == (64, 64, 3)
+        check_input_size(network, 64, path)
+        with pytest.raises(ValueError, match=rf"{os.path.basename(path)}: the network takes "
+                                             r"64x64 images but the config says IMG_SIZE=96; "
+                                             r".*-override IMG_SIZE=64"):
+            check_input_size(network, 96, path)
+
+
+def test_inference_refuses_an_export_of_another_model(exported, tmp_path):
+    from yolact.cli import inference as cli
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 50, 3), np.uint8))
+    fv = parsed_flags(cli, "-model", exported["files"]["openvino_int8"], "-name", "coco",
+                      "-input", str(tmp_path / "a.png"), "-output_dir", str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"its config.json is for 'shapes' \(5 classes\), "
+                                         r"not -name 'coco'; drop -name"):
+        cli.run(fv)
+    assert not (tmp_path / "out").exists()
+    cli.run(parsed_flags(cli, "-model", exported["files"]["openvino_int8"], "-name", "shapes",
+                         "-input", str(tmp_path / "a.png"), "-output_dir",
+                         str(tmp_path / "out"), "-save_json"))
+    assert (tmp_path / "out" / "results.json").exists()
