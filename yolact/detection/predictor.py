@@ -4,7 +4,8 @@ Stages (each callable on its own, which `evaluate.py --benchmark` times):
   preprocess   uint8 RGB [B, H, W, 3] -> float32 [B, S, S, 3] (resize + normalize)
   network      model forward (inference mode)
   detect       FastNMS with fixed shapes (graph-compiled: XLA on the TF backend)
-  postprocess  masks of the kept detections only, resized to each original size
+  postprocess  masks of the kept detections only, resized to each original size inside
+               each mask's box (`paste_masks`, on the host)
 
 On the TensorFlow backend the network runs as a plain graph (tf.function)
 and detection as an XLA program (``jit_compile=True``): XLA makes FastNMS
@@ -21,7 +22,7 @@ import numpy as np
 
 from yolact.detection.detector import DetectionParams, detect
 from yolact.detection.instances import Instances
-from yolact.detection.postprocess import postprocess
+from yolact.detection.postprocess import assemble_masks, paste_masks, pixel_boxes
 from yolact.modeling import factory
 from yolact.ops.image import preprocess_images, resize_image
 
@@ -87,16 +88,16 @@ class Predictor:
         if n == 0:
             return Instances(np.zeros((0, 4), np.int32), np.zeros((0,), np.int32),
                              np.zeros((0,), np.float32), np.zeros((0, height, width), np.uint8))
-        one = {k: det[k][index:index + 1, :n] for k in ("boxes", "classes", "scores", "coef")}
-        one["num_detections"] = np.array([n], np.int32)
-        out = postprocess(one, det["proto"][index:index + 1], height, width)
         from keras import ops
 
+        lowres = assemble_masks(det["proto"][index:index + 1], det["coef"][index:index + 1, :n],
+                                det["boxes"][index:index + 1, :n])
+        boxes = pixel_boxes(det["boxes"][index, :n], height, width)
         return Instances(
-            boxes=ops.convert_to_numpy(out["boxes_px"])[0],
+            boxes=ops.convert_to_numpy(boxes),
             classes=np.asarray(det["classes"][index, :n], np.int32),
             scores=np.asarray(det["scores"][index, :n], np.float32),
-            masks=ops.convert_to_numpy(out["masks"])[0],
+            masks=paste_masks(ops.convert_to_numpy(lowres)[0], height, width),
         )
 
     # ---- end to end ---------------------------------------------------------
