@@ -101,6 +101,24 @@ def build_and_export(work: str) -> tuple:
     return cfg, result["path"], weights, float_mb
 
 
+def reuse_or_export(work: str) -> tuple:
+    """`build_and_export`, or what an earlier run with the same -work_dir left there."""
+    saved = os.path.join(work, "export", "1")
+    summary = os.path.join(work, "export.json")
+    if FLAGS.work_dir and os.path.exists(summary):
+        from yolact.configs import from_json
+
+        with open(summary) as f:
+            float_mb = json.load(f)["float_mb"]
+        _log(f"reusing the export in {saved}")
+        return (from_json(os.path.join(saved, "config.json")), saved,
+                os.path.join(work, "model.weights.h5"), float_mb)
+    cfg, folder, weights, float_mb = build_and_export(work)
+    with open(summary, "w") as f:
+        json.dump({"float_mb": float_mb}, f)
+    return cfg, folder, weights, float_mb
+
+
 def file_mb(row: str, folder: str, float_mb: float) -> float:
     from yolact.serving.exporter import FORMATS
 
@@ -195,13 +213,14 @@ def parent() -> None:
     if bad:
         raise app.UsageError(f"-rows: unknown {bad}; choose from {', '.join(ROWS)}")
     rows_asked = [r for r in FLAGS.rows if r != "openvino_bf16" or has_bf16()]
-    with tempfile.TemporaryDirectory(prefix="bench_formats_") as work:
+    with tempfile.TemporaryDirectory(prefix="bench_formats_") as tmp:
+        work = FLAGS.work_dir or tmp
         jpeg_dir = os.path.join(work, "jpegs")
-        os.makedirs(jpeg_dir)
+        os.makedirs(jpeg_dir, exist_ok=True)
         for i, data in enumerate(make_jpegs(FLAGS.latency_images)):
             with open(os.path.join(jpeg_dir, f"{i:03d}.jpg"), "wb") as f:
                 f.write(data)
-        cfg, folder, weights, float_mb = build_and_export(work)
+        cfg, folder, weights, float_mb = reuse_or_export(work)
         results = []
         for row in rows_asked:
             _log(f"measuring {row}")
@@ -335,6 +354,8 @@ def _define_flags() -> None:
                         "also time the official pipeline (presets yolact_resnet50/base/im700).")
     flags.DEFINE_string("yolact_dir", "../yolact", "Checkout of dbolya/yolact.")
     flags.DEFINE_string("json_out", None, "Write every figure as JSON.")
+    flags.DEFINE_string("work_dir", None, "Keep the export here (default: a temporary folder) "
+                        "and reuse it when a later run names the same folder.")
     for name in ("worker", "worker_dir", "worker_weights", "worker_jpegs", "worker_out"):
         flags.DEFINE_string(name, None, "(internal: one row's process)")
 
