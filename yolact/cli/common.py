@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 def load_model(cfg, weights, prefer_best=True):
-    """Build the model for `cfg` and load `weights` (see yolact.checkpoints)."""
+    """Build the model for `cfg` and load `weights` (see yolact.checkpoints).
+
+    The model is float32 (`build_model` without a precision), whatever precision the run
+    that wrote `weights` trained in and whatever the global Keras policy: evaluate.py,
+    inference.py and export.py all run and export float32 networks.
+    """
     import numpy as np
 
     from yolact.modeling import factory

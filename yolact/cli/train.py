@@ -7,10 +7,16 @@ Flags -> config (`resolve_config`), `TrainOptions`, the validation function ->
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 
 from yolact.cli.flags import FLAGS, define_config_flags, run_main
+
+PRECISION_FLAG = "mixed_precision"
+# absl's boolean values (case-insensitive) -> what they meant for the former boolean flag.
+_ABSL_BOOLEANS = {"true": "float16", "t": "float16", "1": "float16",
+                  "false": "float32", "f": "float32", "0": "float32"}
 
 
 def define_flags(fv=FLAGS) -> None:
@@ -49,8 +55,11 @@ def define_flags(fv=FLAGS) -> None:
                       "there are 2 or more, else the default strategy (faster on one device); "
                       "mirrored: MirroredStrategy even on one device; multiworker reads "
                       "TF_CONFIG.", flag_values=fv)
-    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute with loss scaling.",
-                         flag_values=fv)
+    flags.DEFINE_string("mixed_precision", None, "Mixed precision: float16 (mixed_float16 "
+                        "compute, dynamic loss scaling) or bfloat16 (mixed_bfloat16, no loss "
+                        "scaling); variables, loss and outputs stay float32. The bare flag "
+                        "means float16; -nomixed_precision (or float32): off, the default.",
+                        flag_values=fv)
     flags.DEFINE_boolean("validate", True, "Run COCO evaluation on the val split.",
                          flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv)
@@ -61,20 +70,50 @@ def define_flags(fv=FLAGS) -> None:
     flags.mark_flag_as_required("tfrecord_dir", flag_values=fv)
 
 
+def precision_argv(argv: list) -> list:
+    """`argv` with the former boolean -mixed_precision spellings in the string flag's.
+
+    absl would take the word after a bare string flag as its value, and knows no
+    ``-noflag`` for it, so before parsing: a bare ``-mixed_precision`` / ``--mixed_precision``
+    (last, or followed by another flag) becomes ``--mixed_precision=float16``,
+    ``-nomixed_precision`` becomes ``--mixed_precision=float32`` (off), and the boolean
+    values ``=true`` / ``=false`` (absl's spellings, 1/0, t/f) become float16 / off. Any other
+    value is kept for `run` to check; nothing after a ``--`` is touched.
+    """
+    out = [argv[0]] if argv else []
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        dashes = len(arg) - len(arg.lstrip("-"))
+        if dashes not in (1, 2) or name not in (PRECISION_FLAG, "no" + PRECISION_FLAG):
+            out.append(arg)
+        elif name == "no" + PRECISION_FLAG:
+            out.append(arg if eq else f"--{PRECISION_FLAG}=float32")  # =value: absl refuses it
+        elif eq:
+            boolean = _ABSL_BOOLEANS.get(value.lower())
+            out.append(f"--{PRECISION_FLAG}={boolean}" if boolean else arg)
+        elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+            out.append(arg)  # -mixed_precision bfloat16: the value follows
+        else:
+            out.append(f"--{PRECISION_FLAG}=float16")
+    return out
+
+
 def run(flags_) -> dict:
     """train.py: flags -> config, options, evaluation -> `train()`."""
-    import keras
     import tensorflow as tf
 
     from yolact.configs.resolve import parse_overrides, resolve_config
+    from yolact.modeling.precision import normalize_precision
     from yolact.training.loop import train
     from yolact.training.trainer import TrainOptions
 
-
+    precision = normalize_precision(flags_.mixed_precision)  # a bad value fails first
     overrides = parse_overrides(flags_.override)
     cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map, overrides)
-    if flags_.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     options = TrainOptions(
         tfrecord_dir=flags_.tfrecord_dir, weights_dir=flags_.weights,
         batch_size=flags_.batch_size, lr=flags_.lr, momentum=flags_.momentum,
@@ -85,7 +124,7 @@ def run(flags_) -> dict:
         val_interval=flags_.val_interval, val_images=flags_.val_images, resume=flags_.resume,
         init_weights=flags_.init_weights, strategy=flags_.strategy,
         time_budget=flags_.time_budget,
-        mixed_precision=flags_.mixed_precision, seed=flags_.seed,
+        mixed_precision=precision, seed=flags_.seed,
         nan_patience=flags_.nan_patience, explicit_keys=frozenset(overrides))
     train_pattern = os.path.join(flags_.tfrecord_dir, "train-*.tfrecord")
     if not tf.io.gfile.glob(train_pattern):
@@ -109,4 +148,4 @@ def run(flags_) -> dict:
 
 def main(argv=None) -> None:
     define_flags()
-    run_main(__name__, argv=argv)
+    run_main(__name__, argv=precision_argv(sys.argv if argv is None else argv))

@@ -30,17 +30,24 @@ def model_args(cfg) -> dict:
     }
 
 
-def build_model(cfg, freeze_bn: bool = False):
+def build_model(cfg, freeze_bn: bool = False, precision: str | None = None):
     """A built `YolactModel` for `cfg`, weights created for input [None, IMG_SIZE, IMG_SIZE, 3].
 
     Its weights are initialised as the official `Yolact.init_weights` does; ImageNet
     backbone weights (cfg.BACKBONE_WEIGHTS) are loaded by the trainer's set-up
     (`yolact.weights.backbone.load_backbone_weights`).
+
+    `precision` (None, "float16", "bfloat16"; see yolact.modeling.precision): the layers'
+    compute dtype. None builds a float32 model whatever the global Keras policy is, so
+    evaluation, export and checkpoint loading get float32 models; the variables are
+    float32 and the outputs float32 under every precision.
     """
     from yolact.modeling.model import YolactModel
+    from yolact.modeling.precision import policy_scope
 
-    model = YolactModel(freeze_bn=freeze_bn, name="yolact", **model_args(cfg))
-    model.build((None, cfg.IMG_SIZE, cfg.IMG_SIZE, 3))
+    with policy_scope(precision):
+        model = YolactModel(freeze_bn=freeze_bn, name="yolact", **model_args(cfg))
+        model.build((None, cfg.IMG_SIZE, cfg.IMG_SIZE, 3))
     return model
 
 

@@ -128,7 +128,8 @@ def train(cfg, options: TrainOptions, evaluate_fn=None, dataset_fn=None) -> dict
                "train_seconds": round(train_seconds, 1),
                "skipped_steps": divergence.skipped,
                "recoveries": divergence.recoveries,
-               "bn_frozen": trainer.bn_frozen, "history": history, "best": best,
+               "bn_frozen": trainer.bn_frozen, "precision": trainer.precision or "float32",
+               "history": history, "best": best,
                "interrupted": flag.stop}
     # Written before the final validation too, so that a failing one loses nothing.
     summary_path = os.path.join(options.weights_dir, "train_summary.json")
@@ -179,11 +180,12 @@ def format_schedule(sched: dict, options: TrainOptions, step: int) -> str:
     return (f"Schedule: batch {options.batch_size}, lr {sched['lr']:g} (warmup "
             f"{sched['warmup_iters']} it from {sched['warmup_init_lr']:g}), {decay}, "
             f"max_iter {sched['max_iter']}" + (f", starting at step {step}" if step else "")
-            + (", fitted to -time_budget" if options.time_budget else ""))
+            + (", fitted to -time_budget" if options.time_budget else "")
+            + (f", mixed precision {options.mixed_precision}" if options.mixed_precision else ""))
 
 
 def _validate(trainer: Trainer, evaluate_fn, writer, step: int, best: dict) -> dict:
-    metrics = evaluate_fn(trainer.model, step)
+    metrics = evaluate_fn(trainer.float32_model(), step)  # float32 under mixed precision
     images = metrics.pop("images", None)
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.floating))}
     _write_scalars(writer, step, scalars, "val")

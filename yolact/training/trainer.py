@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from yolact.losses.yolact_loss import LossParams, combine, loss_terms
 from yolact.modeling import factory
+from yolact.modeling.precision import normalize_precision, uses_loss_scaling
 from yolact.training.optimizer import TorchSGD, WarmupSchedule
 from yolact.training.schedules import scaled_schedule
 from yolact.utils.console import one_line
@@ -52,7 +53,9 @@ class TrainOptions:
     # Minutes of training for this process (Ultralytics' `time`): the iteration count
     # is fitted to the measured step rate and the lr schedule stretched to it.
     time_budget: float | None = None
-    mixed_precision: bool = False
+    # None (float32), "float16" (mixed_float16 + loss scaling) or "bfloat16"
+    # (mixed_bfloat16); True, the boolean option it replaces, means "float16".
+    mixed_precision: str | None = None
     freeze_bn: bool | None = None  # None: official rule (per-replica batch < FREEZE_BN_BELOW)
     keep_checkpoints: int = 3
     seed: int = 0
@@ -65,6 +68,8 @@ class TrainOptions:
     explicit_keys: frozenset = frozenset()
 
     def __post_init__(self):
+        self.mixed_precision = normalize_precision(self.mixed_precision)
+
         def check(flag, value, ok, want):
             if value is not None and not ok(value):
                 raise ValueError(f"-{flag} must be {want}, got {value!r}")
@@ -166,8 +171,11 @@ class Trainer:
                              f"{replicas} replicas")
         self.per_replica_batch = options.batch_size // replicas
         self.loss_params = LossParams.from_config(cfg)
+        self.precision = options.mixed_precision  # None (float32), "float16", "bfloat16"
+        self.loss_scaled = uses_loss_scaling(self.precision)
         with self.strategy.scope():
-            self.model = factory.build_model(cfg)
+            # The layers take the policy while they are built; the global one is untouched.
+            self.model = factory.build_model(cfg, precision=self.precision)
             if cfg.BACKBONE_WEIGHTS:
                 load_backbone_weights(self.model.backbone, cfg.BACKBONE_WEIGHTS)
             self.model(tf.zeros([1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3]), training=False)
@@ -185,14 +193,25 @@ class Trainer:
                 learning_rate=self.lr_schedule,
                 momentum=cfg.MOMENTUM if options.momentum is None else options.momentum,
                 l2=cfg.WEIGHT_DECAY if options.weight_decay is None else options.weight_decay)
-            if options.mixed_precision:
+            if self.loss_scaled:  # float16 only: dynamic loss scaling (Keras defaults)
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self.model.trainable_variables)
             self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.checkpoint = tf.train.Checkpoint(**checkpoint_objects(self.model),
-                                              optimizer=self.optimizer, skipped=self.skipped)
+        # One layout under every precision, so a run resumes under another one: the
+        # optimizer entry is always the TorchSGD (inside the LossScaleOptimizer for
+        # float16), whose loss scale is an extra entry that a restore may not find.
+        state = {**checkpoint_objects(self.model), "skipped": self.skipped,
+                 "optimizer": self.optimizer.inner_optimizer if self.loss_scaled
+                 else self.optimizer}
+        self._resume = tf.train.Checkpoint(**state)
+        self._loss_scale = None
+        if self.loss_scaled:
+            self._loss_scale = tf.train.Checkpoint(loss_scale=tf.train.Checkpoint(
+                scale=self.optimizer.dynamic_scale, good_steps=self.optimizer.step_counter))
+            state["loss_scale"] = self._loss_scale.loss_scale
+        self.checkpoint = tf.train.Checkpoint(**state)
         self.is_chief = _is_chief(self.strategy)
         ckpt_dir = options.weights_dir
         if not self.is_chief:  # every worker must save; only the chief's copy is kept
@@ -201,6 +220,19 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
                                                   max_to_keep=options.keep_checkpoints)
         self._step_fn = None
+        self._float32_model = None
+
+    def float32_model(self):
+        """The model with its current weights, computing in float32: the model itself
+        without mixed precision, else a float32 copy (built once, weights refreshed on
+        every call). Validation runs on it, so it measures what evaluate.py and the
+        exports (float32 models loaded from the checkpoint) will measure."""
+        if self.precision is None:
+            return self.model
+        if self._float32_model is None:
+            self._float32_model = factory.build_model(self.cfg)
+        self._float32_model.set_weights(self.model.get_weights())
+        return self._float32_model
 
     # ------------------------------------------------------------------ steps
     @property
@@ -228,21 +260,25 @@ class Trainer:
             batch_size = _all_reduce_sum(terms["batch_size"])
             losses = combine(terms, num_pos, batch_size)
             loss = losses["total"]
-            scaled = loss
-            if self.options.mixed_precision:
-                scaled = self.optimizer.scale_loss(loss)
+            scaled = self.optimizer.scale_loss(loss) if self.loss_scaled else loss
         variables = self.model.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        grads = tape.gradient(scaled, variables)  # float32: the variables are float32
         finite = tf.math.is_finite(loss)
         for g in grads:
             finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-        # Any replica non-finite -> every gradient NaN -> the all-reduced update is
-        # NaN everywhere and TorchSGD leaves every variable untouched.
+        # Any replica non-finite (float16: or its scaled gradients overflowed) -> every
+        # replica's gradients NaN -> TorchSGD leaves every variable untouched (and the
+        # LossScaleOptimizer halves the scale).
+        bad = _all_reduce_sum(1.0 - tf.cast(finite, tf.float32)) > 0
         nan = tf.constant(float("nan"))
-        grads = [tf.where(finite, g, nan * tf.ones_like(g)) for g in grads]
+        grads = [tf.where(bad, nan * tf.ones_like(g), g) for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables))
-        bad = _all_reduce_sum(1.0 - tf.cast(finite, tf.float32))
-        self.skipped.assign_add(tf.cast(bad > 0, tf.int64))
+        if self.loss_scaled:
+            # The LossScaleOptimizer does not count a step it skips; count it as TorchSGD
+            # does, so the step, the lr schedule and the loop's save / validation
+            # intervals advance alike under every precision.
+            self.optimizer.iterations.assign_add(tf.cast(bad, tf.int64))
+        self.skipped.assign_add(tf.cast(bad, tf.int64))
         # Per-replica losses already use the global normalizers: their sum is the loss.
         return {k: losses[k] for k in LOSS_KEYS}
 
@@ -268,13 +304,13 @@ class Trainer:
         keeps them; if none can be read, a ValueError names each file and its error.
         """
         if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            self._restore(path)
             return path
         candidates = list(reversed(self.manager.checkpoints))
         failures = []
         for candidate in candidates:
             try:
-                self.checkpoint.restore(candidate).assert_existing_objects_matched()
+                self._restore(candidate)
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as err:
                 reason = one_line(err)
                 failures.append(f"{candidate} ({reason})")
@@ -287,6 +323,16 @@ class Trainer:
             raise ValueError(f"no checkpoint in {self.options.weights_dir!r} can be read: "
                              + "; ".join(failures))
         return None
+
+    def _restore(self, path: str) -> None:
+        """Model, optimizer and counters from `path`, all of them or an error; the float16
+        loss scale too where `path` has one (a run of another precision has none: the
+        scale starts afresh, and a float16 run's scale is not wanted by the others)."""
+        status = self._resume.restore(path)
+        status.assert_existing_objects_matched()
+        status.expect_partial()  # the loss scale of a float16 checkpoint
+        if self._loss_scale is not None:
+            self._loss_scale.restore(path).expect_partial()
 
     def save(self) -> str:
         """Write a checkpoint (TF writes the data files first and the index last)."""
