@@ -1,8 +1,9 @@
 """export_savedmodel.py and yolact/serving/: the SavedModel reloaded in a fresh
-process gives the in-process Predictor's detections; both signatures are
-listed by saved_model_cli; invalid bytes and wrong-rank inputs give
-InvalidArgumentError saying what is wrong (and which batch index); the ONNX
-network equals the Keras one.
+process gives the in-process Predictor's detections through every signature
+(bytes, preprocessed, tf.Example, compact masks); the signatures are listed by
+saved_model_cli; invalid bytes, Examples and wrong-rank inputs give
+InvalidArgumentError saying what is wrong (and which batch index); the TF
+Serving warmup file holds valid requests; the ONNX network equals the Keras one.
 
 One export (CLI, subprocess, with -onnx) is shared by the module; one more
 subprocess reloads it with tf.saved_model.load and runs every request.
@@ -28,15 +29,38 @@ LOADER = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
 
+    from tensorflow_serving.apis import prediction_log_pb2
+
     version_dir, work = sys.argv[1], sys.argv[2]
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures["serving_default"]
     pre = loaded.signatures["serving_preprocessed"]
-    encoded = [open(f"{work}/{n}", "rb").read() for n in ("a.png", "b.jpg")]
+    from_example = loaded.signatures["serving_tf_example"]
+    compact = loaded.signatures["serving_compact"]
+    read = lambda name: open(f"{work}/{name}", "rb").read()
+    encoded = [read(n) for n in ("a.png", "b.jpg")]
+    examples = [read(n) for n in ("a.example", "b.example")]
     out = {f"bytes_{k}": v.numpy() for k, v in serve(images=tf.constant(encoded)).items()}
     inputs = np.load(f"{work}/preprocessed.npz")
     result = pre(images=tf.constant(inputs["images"]), image_sizes=tf.constant(inputs["sizes"]))
     out.update({f"pre_{k}": v.numpy() for k, v in result.items()})
+    result = from_example(serialized=tf.constant(examples))
+    out.update({f"example_{k}": v.numpy() for k, v in result.items()})
+    out.update({f"compact_{k}": v.numpy()
+                for k, v in compact(images=tf.constant(encoded)).items()})
+    # TF Serving's warmup replay, by hand: PredictionLog records -> PredictRequest -> run
+    warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+              tf.data.TFRecordDataset(f"{version_dir}/assets.extra/tf_serving_warmup_requests")]
+    request = warmup[0].predict_log.request
+    warmup_images = tf.make_ndarray(request.inputs["images"])
+    result = loaded.signatures[request.model_spec.signature_name](
+        images=tf.constant(warmup_images))
+    out.update({f"warmup_{k}": v.numpy() for k, v in result.items()})
+    open(f"{work}/warmup.jpg", "wb").write(warmup_images[0])
+    json.dump({"records": len(warmup), "input_keys": [sorted(w.predict_log.request.inputs)
+                                                      for w in warmup],
+               "signatures": [w.predict_log.request.model_spec.signature_name for w in warmup],
+               "same": all(w == warmup[0] for w in warmup)}, open(f"{work}/warmup.json", "w"))
     np.savez(f"{work}/served.npz", **out)
     cut_jpeg = encoded[1][: len(encoded[1]) // 2]
     requests = {
@@ -49,6 +73,14 @@ LOADER = textwrap.dedent("""
                                   image_sizes=tf.zeros([2, 2], tf.int32)),
         "unbatched": lambda: pre(images=tf.constant(inputs["images"][0]),
                                  image_sizes=tf.constant(inputs["sizes"][:1])),
+        "example_no_image": lambda: from_example(
+            serialized=tf.constant([examples[0], read("no_image.example")])),
+        "example_not_proto": lambda: from_example(
+            serialized=tf.constant([examples[1], examples[0], b"not an Example"])),
+        "example_bad_image": lambda: from_example(
+            serialized=tf.constant([read("cut.example"), examples[0]])),
+        "example_scalar": lambda: from_example(serialized=tf.constant(examples[0])),
+        "compact_invalid": lambda: compact(images=tf.constant([encoded[0], cut_jpeg])),
     }
     errors = {}
     for name, request in requests.items():
@@ -64,6 +96,32 @@ LOADER = textwrap.dedent("""
 def smooth_image(seed, height, width):
     rng = np.random.default_rng(seed)
     return cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (9, 9), 3)
+
+
+def write_examples(work, names):
+    """<name>.example: the serialized tf.train.Example the TFRecord creator writes for the
+    image file <name> (no objects); no_image.example: a.png's without the image key;
+    cut.example: b.jpg's with the JPEG cut in half."""
+    from data.tf_example import IMAGE_ENCODED, make_example
+
+    def example(name, encoded=None):
+        data = (work / name).read_bytes()
+        height, width = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+        return make_example({
+            "encoded": data if encoded is None else encoded, "height": height, "width": width,
+            "format": "png" if name.endswith(".png") else "jpeg", "filename": name,
+            "source_id": "1", "boxes": [], "labels": [], "texts": [], "is_crowd": [],
+            "areas": [], "masks": []})
+
+    for name in names:
+        (work / f"{os.path.splitext(name)[0]}.example").write_bytes(
+            example(name).SerializeToString())
+    no_image = example(names[0])
+    del no_image.features.feature[IMAGE_ENCODED]
+    (work / "no_image.example").write_bytes(no_image.SerializeToString())
+    jpeg = (work / names[1]).read_bytes()
+    (work / "cut.example").write_bytes(
+        example(names[1], jpeg[: len(jpeg) // 2]).SerializeToString())
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +147,7 @@ def exported(tmp_path_factory):
     images = {"a.png": smooth_image(0, 100, 140), "b.jpg": smooth_image(1, 90, 60)}
     for name, image in images.items():
         cv2.imwrite(str(work / name), image[..., ::-1])
+    write_examples(work, list(images))
     predictor = Predictor(model, cfg, jit_compile=False)
     # what a client of the bytes signature sends, decoded by OpenCV as inference.py does
     decoded = [cv2.imread(str(work / n))[..., ::-1] for n in images]
@@ -97,15 +156,21 @@ def exported(tmp_path_factory):
     np.savez(work / "preprocessed.npz", images=preprocessed, sizes=sizes)
     loader = work / "loader.py"
     loader.write_text(LOADER)
+    export_stdout = proc.stdout
     proc = subprocess.run([sys.executable, str(loader), str(export_dir / "3"), str(work)],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    warmup_image = cv2.imdecode(np.frombuffer((work / "warmup.jpg").read_bytes(), np.uint8),
+                                cv2.IMREAD_COLOR)[..., ::-1]
     return {
         "cfg": cfg, "model": model, "export_dir": export_dir, "version_dir": export_dir / "3",
         "decoded": decoded, "preprocessed": preprocessed, "work": work,
+        "predictor": predictor, "export_stdout": export_stdout,
         "reference": predictor.predict(decoded),
         "served": dict(np.load(work / "served.npz")),
         "errors": json.loads((work / "errors.json").read_text()),
+        "warmup": json.loads((work / "warmup.json").read_text()),
+        "warmup_image": warmup_image, "warmup_reference": predictor.predict([warmup_image])[0],
     }
 
 
@@ -139,6 +204,107 @@ def test_serving_default_bytes_match_predictor(exported):
 def test_serving_preprocessed_matches_predictor(exported):
     check_against_reference(exported["served"], "pre", exported["reference"],
                             exported["decoded"], exported["cfg"].MAX_NUM_DETECTION)
+
+
+def test_serving_tf_example_is_the_bytes_path(exported):
+    """The creator's tf.train.Example records (other features ignored) give exactly
+    serving_default's outputs for the same images, hence the Predictor's numbers."""
+    served = exported["served"]
+    check_against_reference(served, "example", exported["reference"], exported["decoded"],
+                            exported["cfg"].MAX_NUM_DETECTION)
+    keys = sorted(k[len("bytes_"):] for k in served if k.startswith("bytes_"))
+    assert keys == sorted(k[len("example_"):] for k in served if k.startswith("example_"))
+    for key in keys:
+        np.testing.assert_array_equal(served[f"example_{key}"], served[f"bytes_{key}"], key)
+
+
+def test_tf_example_errors_name_the_signature_and_what_is_missing(exported):
+    errors = exported["errors"]
+    kind, message = errors["example_no_image"]
+    assert kind == "InvalidArgumentError"
+    assert "serving_tf_example: the string at batch index 1 of 2 is a tf.train.Example " \
+           "without the image/encoded feature (the encoded image bytes); bad batch " \
+           "indices: [1]" in message
+    kind, message = errors["example_not_proto"]
+    assert kind == "InvalidArgumentError"
+    assert "serving_tf_example: the string at batch index 2 of 3 is not a serialized " \
+           "tf.train.Example" in message and "bad batch indices: [2]" in message
+    kind, message = errors["example_bad_image"]
+    assert kind == "InvalidArgumentError"
+    assert "serving_tf_example: the image at batch index 0 of 2 could not be decoded: " \
+           "corrupt or truncated JPEG data; bad batch indices: [0]" in message
+    kind, message = errors["example_scalar"]
+    assert kind == "InvalidArgumentError"
+    assert "serving_tf_example: `serialized` must be a [B] vector of serialized " \
+           "tf.train.Example protos" in message and "got shape []" in message
+    kind, message = errors["compact_invalid"]
+    assert kind == "InvalidArgumentError"
+    assert "serving_compact: the image at batch index 1 of 2 could not be decoded: corrupt " \
+           "or truncated JPEG data" in message
+
+
+def test_serving_compact_masks_reproduce_full_size_masks(exported):
+    """masks_lowres = round(255 * p) of the Predictor's cropped proto-size masks p; the other
+    outputs are serving_default's. masks_from_compact gives serving_default's masks except
+    where the quantization (|error| <= 1/510) crosses the threshold: every differing pixel
+    has a full-size probability within 1/510 of 0.5. IoU > 0.99 per detection of >= 500
+    pixels and over all of an image's detections (one flip is 2-5% of the 20-pixel masks
+    of this barely trained network, whose masks hover near 0.5)."""
+    from yolact.detection.postprocess import assemble_masks, masks_from_compact, resize_masks
+
+    served, cfg = exported["served"], exported["cfg"]
+    for key in ("num_detections", "boxes", "classes", "image_sizes"):
+        np.testing.assert_array_equal(served[f"compact_{key}"], served[f"bytes_{key}"], key)
+    np.testing.assert_allclose(served["compact_scores"], served["bytes_scores"], atol=1e-6)
+    assert "compact_masks" not in served
+    lowres = served["compact_masks_lowres"]
+    assert lowres.dtype == np.uint8
+    assert lowres.shape == (2, cfg.MAX_NUM_DETECTION, cfg.PROTO_OUTPUT_SIZE,
+                            cfg.PROTO_OUTPUT_SIZE)
+    det = exported["predictor"].network_and_detect(exported["preprocessed"])
+    large_masks = 0
+    for i, image in enumerate(exported["decoded"]):
+        n = int(served["compact_num_detections"][i])
+        expected = np.asarray(assemble_masks(det["proto"][i:i + 1], det["coef"][i:i + 1, :n],
+                                             det["boxes"][i:i + 1, :n]))[0]
+        assert np.abs(lowres[i, :n] - 255.0 * expected).max() <= 0.51
+        assert lowres[i, :n].max() > 200 and not lowres[i, n:].any()
+        h, w = image.shape[:2]
+        masks = masks_from_compact(lowres[i, :n], h, w)
+        full = served["bytes_masks"][i, :n, :h, :w]
+        assert masks.shape == (n, h, w) and masks.dtype == np.uint8
+        assert sum(bool(m.any()) for m in full) >= n // 2  # not a test of empty masks
+        near_half = np.abs(np.asarray(resize_masks(expected, h, w)) - 0.5) <= 1 / 510 + 1e-4
+        differ = masks != full
+        assert not (differ & ~near_half).any(), f"image {i}: flips away from the threshold"
+        inter = np.logical_and(masks, full).sum((1, 2))
+        union = np.logical_or(masks, full).sum((1, 2))
+        assert inter.sum() / union.sum() > 0.99
+        large = full.sum((1, 2)) >= 500
+        assert (inter[large] / union[large] > 0.99).all(), (inter / np.maximum(union, 1))[large]
+        large_masks += int(large.sum())
+    assert large_masks > 0
+    with pytest.raises(ValueError, match="uint8"):
+        masks_from_compact(lowres[0].astype(np.float32), 10, 10)
+
+
+def test_warmup_requests_are_valid_serving_default_requests(exported):
+    """assets.extra/tf_serving_warmup_requests: PredictionLog records of one mean-coloured
+    IMG_SIZE JPEG to serving_default; replayed, it gives the Predictor's detections."""
+    warmup, cfg = exported["warmup"], exported["cfg"]
+    assert warmup["records"] == 3 and warmup["same"]
+    assert warmup["signatures"] == ["serving_default"] * 3
+    assert warmup["input_keys"] == [["images"]] * 3
+    image = exported["warmup_image"]
+    assert image.shape == (cfg.IMG_SIZE, cfg.IMG_SIZE, 3)
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0), cfg.MEAN, atol=2)
+    served, ref = exported["served"], exported["warmup_reference"]
+    assert served["warmup_num_detections"].shape == (1,)
+    n = int(served["warmup_num_detections"][0])
+    assert n == len(ref)
+    np.testing.assert_array_equal(served["warmup_image_sizes"], [[cfg.IMG_SIZE, cfg.IMG_SIZE]])
+    np.testing.assert_array_equal(served["warmup_boxes"][0, :n], ref.boxes)
+    np.testing.assert_allclose(served["warmup_scores"][0, :n], ref.scores, atol=1e-5)
 
 
 def test_invalid_bytes_and_empty_batch_raise_invalid_argument(exported):
@@ -177,21 +343,32 @@ def test_wrong_rank_inputs_say_what_is_expected(exported):
            f"[{size} {size} 3]" in message
 
 
-def test_saved_model_cli_lists_both_signatures(exported):
+def test_saved_model_cli_lists_the_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     proc = subprocess.run([cli, "show", "--dir", str(exported["version_dir"]), "--all"],
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
-    default = text.split("signature_def['serving_default']")[1]
-    preprocessed = text.split("signature_def['serving_preprocessed']")[1]
-    assert "inputs['images'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" \
-        in default
+    defs = {name: text.split(f"signature_def['{name}']")[1].split("signature_def[")[0]
+            for name in ("serving_default", "serving_preprocessed", "serving_tf_example",
+                         "serving_compact")}
+    for name, key in (("serving_default", "images"), ("serving_compact", "images"),
+                      ("serving_tf_example", "serialized")):
+        assert f"inputs['{key}'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" \
+            in defs[name]
     assert "inputs['image_sizes'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1, 2)" \
-        in preprocessed
+        in defs["serving_preprocessed"]
     for key, dtype in (("num_detections", "DT_INT32"), ("boxes", "DT_INT32"),
                        ("classes", "DT_INT32"), ("scores", "DT_FLOAT"), ("masks", "DT_UINT8")):
-        assert f"outputs['{key}'] tensor_info:\n        dtype: {dtype}" in default
+        for name in ("serving_default", "serving_preprocessed", "serving_tf_example"):
+            assert f"outputs['{key}'] tensor_info:\n        dtype: {dtype}" in defs[name]
+        compact_key = "masks_lowres" if key == "masks" else key
+        assert f"outputs['{compact_key}'] tensor_info:\n        dtype: {dtype}" \
+            in defs["serving_compact"]
+    assert "outputs['masks']" not in defs["serving_compact"]
+    assert "SavedModel, signatures serving_default, serving_preprocessed, serving_tf_example, " \
+           "serving_compact; TF Serving warmup assets.extra/tf_serving_warmup_requests" \
+           in exported["export_stdout"]
 
 
 def test_layout_config_and_no_overwrite(exported):
@@ -201,7 +378,7 @@ def test_layout_config_and_no_overwrite(exported):
     export_dir, cfg = exported["export_dir"], exported["cfg"]
     assert sorted(os.listdir(export_dir)) == ["3"]  # no temp folder left behind
     names = set(os.listdir(exported["version_dir"]))
-    assert {"saved_model.pb", "variables", "config.json", "model.onnx"} <= names
+    assert {"saved_model.pb", "variables", "config.json", "model.onnx", "assets.extra"} <= names
     assert from_json(str(exported["version_dir"] / "config.json")) == cfg
     with pytest.raises(FileExistsError, match="-overwrite"):
         export_saved_model(exported["model"], cfg, str(export_dir), version=3)

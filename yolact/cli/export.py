@@ -36,6 +36,8 @@ def run(flags_) -> str:
     """export_savedmodel.py: flags -> model -> `export` -> version folder."""
     from yolact.serving.calibration import calibration_images
     from yolact.serving.exporter import CALIBRATED_FORMATS, FORMATS, check_formats, export
+    from yolact.serving.saved_model import SIGNATURES
+    from yolact.serving.warmup import WARMUP_FILE
 
     formats = check_formats([*flags_.formats, *(["onnx"] if flags_.onnx else [])])
     calibrated = [f for f in formats if f in CALIBRATED_FORMATS]
@@ -59,8 +61,8 @@ def run(flags_) -> str:
                     overwrite=flags_.overwrite, calibration=calibration)
     print(f"Exported to {result['path']}:")
     for name in formats:
-        what = ("SavedModel, signatures serving_default, serving_preprocessed"
-                if name == "saved_model" else "the network")
+        what = (f"SavedModel, signatures {', '.join(SIGNATURES)}; TF Serving warmup "
+                f"{WARMUP_FILE}" if name == "saved_model" else "the network")
         check = result["checks"].get(name)
         checked = ("; max |diff| vs Keras / std: "
                    + ", ".join(f"{k} {v:.1e}" for k, v in check.items())) if check else ""

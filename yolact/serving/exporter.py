@@ -2,6 +2,7 @@
 
     <export_dir>/<version>/  config.json + one entry per format:
       saved_model   saved_model.pb, variables/   (TF Serving: the whole pipeline)
+                    assets.extra/tf_serving_warmup_requests (replayed on load)
       onnx          model.onnx                   (the network; onnxruntime)
       litert        model.tflite                 (the network, fp32; LiteRT / XNNPACK)
       litert_fp16   model_fp16.tflite            (float16 weights)

@@ -3,28 +3,48 @@
 The SavedModel holds the whole pipeline in one graph (decode -> resize and
 normalize -> network -> Fast NMS -> masks at each image's original size):
 
-    <export_dir>/<version>/saved_model.pb, variables/, config.json
+    <export_dir>/<version>/saved_model.pb, variables/, config.json,
+                           assets.extra/tf_serving_warmup_requests
 
-Signatures (B images, D = MAX_NUM_DETECTION, S = IMG_SIZE):
+Signatures (B images, D = MAX_NUM_DETECTION, S = IMG_SIZE, Hp x Wp = prototype size):
 - ``serving_default``: ``images`` tf.string [B], encoded JPEG/PNG/BMP/GIF/WebP bytes
   (any sizes; decoded to 3 channels RGB, first frame of a GIF);
 - ``serving_preprocessed``: ``images`` float32 [B, S, S, 3] RGB normalized with
-  the config's MEAN/STD, ``image_sizes`` int32 [B, 2] original (height, width).
-Both return (padded to D detections, sorted by score):
+  the config's MEAN/STD, ``image_sizes`` int32 [B, 2] original (height, width);
+- ``serving_tf_example``: ``serialized`` tf.string [B], serialized tf.train.Example
+  protos (the TF Object Detection API's ``tf_example`` input) holding the encoded
+  image under ``data.tf_example.IMAGE_ENCODED`` (the key the TFRecord creator
+  writes; other features are ignored); then exactly the serving_default path;
+- ``serving_compact``: ``images`` as serving_default; the REST-friendly outputs.
+The first three return (padded to D detections, sorted by score):
   num_detections int32 [B]; boxes int32 [B, D, 4] x1, y1, x2, y2 in original
   pixels; classes int32 [B, D] 0-based; scores float32 [B, D];
   masks uint8 [B, D, Hmax, Wmax] 0/1, image b in the top-left [h_b, w_b]
   corner (Hmax, Wmax = largest size in the batch); image_sizes int32 [B, 2].
+serving_compact returns the same except ``masks``: masks_lowres uint8 [B, D, Hp, Wp],
+the box-cropped mask probabilities at prototype resolution scaled to 0..255
+(round(255 * p)), D x Hp x Wp numbers per image instead of D x Hmax x Wmax (a
+JSON reply of a few kB instead of MBs). A client gets the full-size 0/1 masks
+of image b with ``yolact.detection.postprocess.masks_from_compact(
+masks_lowres[b, :n], h, w)``: bilinear resize (half-pixel centres, no antialias)
+of masks_lowres / 255 to (h, w) = image_sizes[b], thresholded at > 0.5. That equals
+``masks`` up to the quantization (a pixel whose value is within 1/510 of 0.5
+may flip).
 The numbers are those of `yolact.inference.Predictor` (same preprocessing,
 detection and mask arithmetic); decoding differs only where TF's and OpenCV's
 decoders differ (EXIF orientation is not applied here).
+
+TF Serving replays ``assets.extra/tf_serving_warmup_requests`` when it loads the
+model (`yolact.serving.warmup`), so the first client request is not the slow one.
 
 Bad requests raise InvalidArgumentError with a message saying what is wrong:
 an image that cannot be decoded names its batch index ("serving_default: the
 image at batch index 1 of 2 could not be decoded: corrupt or truncated JPEG
 data; bad batch indices: [1]"), a scalar or a matrix instead of the [B] vector
 says so with the shape received, as do inputs of the wrong rank or size to
-serving_preprocessed; an empty batch and non-positive image_sizes too.
+serving_preprocessed; an empty batch and non-positive image_sizes too. For
+serving_tf_example, a string that is not a tf.train.Example and an Example
+without the image feature name their batch index and what is missing.
 """
 
 from __future__ import annotations
@@ -36,7 +56,10 @@ from yolact.ops.image import decode_image, normalize_image, resize_image
 from yolact.serving.graph import _tf, network_outputs
 
 _TF_OPS = get_ops("tensorflow")  # the serving graph is TensorFlow
+SIGNATURES = ("serving_default", "serving_preprocessed", "serving_tf_example", "serving_compact")
 OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks", "image_sizes")
+COMPACT_OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks_lowres",
+                       "image_sizes")
 
 
 def resize_weights(in_size: int, out_sizes, out_max):
@@ -67,11 +90,24 @@ def pixel_boxes_batch(boxes, sizes):
     return pixel_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])
 
 
-def detections_to_outputs(det, proto, sizes):
+def full_size_masks(lowres, sizes):
+    """float32 [B, D, Hp, Wp] cropped masks -> uint8 [B, D, Hmax, Wmax] 0/1 at each
+    image's (height, width) = sizes[b] (top-left corner, zero padding)."""
+    tf = _tf()
+    h_max, w_max = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+    rows = resize_weights(lowres.shape[2], sizes[:, 0], h_max)  # [B, Hmax, Hp]
+    cols = resize_weights(lowres.shape[3], sizes[:, 1], w_max)  # [B, Wmax, Wp]
+    masks = tf.einsum("byh,bdhw->bdyw", rows, lowres)
+    masks = tf.einsum("bdyw,bxw->bdyx", masks, cols)
+    return tf.cast(masks > 0.5, tf.uint8)
+
+
+def detections_to_outputs(det, proto, sizes, compact: bool = False):
     """Detections + prototypes -> the serving outputs (see the module docstring).
 
     det: `yolact.detection.detect` output; proto: float32 [B, Hp, Wp, K];
-    sizes: int32 [B, 2] original (height, width).
+    sizes: int32 [B, 2] original (height, width). compact: masks_lowres uint8
+    [B, D, Hp, Wp] round(255 * p) (serving_compact) instead of the full-size masks.
     """
     from yolact.detection.postprocess import assemble_masks
 
@@ -79,18 +115,15 @@ def detections_to_outputs(det, proto, sizes):
     num = det["scores"].shape[1]
     valid = tf.range(num)[None, :] < tf.cast(det["num_detections"], tf.int32)[:, None]
     lowres = assemble_masks(proto, det["coef"], det["boxes"], valid)  # [B, D, Hp, Wp]
-    h_max, w_max = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-    rows = resize_weights(lowres.shape[2], sizes[:, 0], h_max)  # [B, Hmax, Hp]
-    cols = resize_weights(lowres.shape[3], sizes[:, 1], w_max)  # [B, Wmax, Wp]
-    masks = tf.einsum("byh,bdhw->bdyw", rows, lowres)
-    masks = tf.einsum("bdyw,bxw->bdyx", masks, cols)
     boxes = pixel_boxes_batch(det["boxes"], sizes) * tf.cast(valid, tf.int32)[..., None]
+    masks = ({"masks_lowres": tf.cast(tf.round(lowres * 255.0), tf.uint8)} if compact
+             else {"masks": full_size_masks(lowres, sizes)})
     return {
         "num_detections": tf.cast(det["num_detections"], tf.int32),
         "boxes": boxes,
         "classes": tf.cast(det["classes"], tf.int32),
         "scores": tf.cast(det["scores"], tf.float32),
-        "masks": tf.cast(masks > 0.5, tf.uint8),
+        **masks,
         "image_sizes": tf.cast(sizes, tf.int32),
     }
 
@@ -134,7 +167,38 @@ def _format_hint(data):
                     tf.strings.join(["corrupt or truncated ", kind, " data"]))
 
 
-def decode_and_preprocess(images, size: int, mean, std):
+def checked_vector(values, signature: str, name: str, what: str):
+    """values after checks that it is a non-empty [B] vector (InvalidArgumentError
+    "<signature>: `<name>` must be a [B] vector of <what> ..., got shape [...]")."""
+    tf = _tf()
+    values = checked(values, assert_runtime_rank(values, 1, (
+        f"{signature}: `{name}` must be a [B] vector of {what} (tf.string, one "
+        "element per image; wrap a single image in a list)")))
+    return checked(values, tf.debugging.assert_positive(tf.size(values), message=(
+        f"{signature} got an empty batch: `{name}` needs at least one element")))
+
+
+def map_dropping_failures(fn, values, empty):
+    """fn(i, values[i]) for every i in a tf.data pipeline that drops the elements fn fails
+    on; returns (batched outputs, each with the kept indices int32 [N'] first, and the
+    dropped indices int32 [M], ascending). empty: zero-length tensors of fn's output
+    structure (the result when every element fails)."""
+    tf = _tf()
+    index = tf.range(tf.shape(values)[0])
+    done = (tf.data.Dataset.from_tensor_slices((index, values)).map(fn).ignore_errors()
+            .batch(tf.cast(tf.shape(values)[0], tf.int64)))
+    outputs = done.concatenate(tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
+    dropped = tf.reduce_all(index[:, None] != outputs[0][None, :], axis=1)
+    return outputs, tf.cast(tf.where(dropped)[:, 0], tf.int32)
+
+
+def first_bad(bad, count):
+    """The lowest bad index (count - 1 when none: a valid index to gather a message from)."""
+    tf = _tf()
+    return tf.reduce_min(tf.concat([bad, [count - 1]], 0))
+
+
+def decode_and_preprocess(images, size: int, mean, std, signature: str = "serving_default"):
     """tf.string [B] encoded images -> (float32 [B, S, S, 3] normalized, int32 [B, 2] sizes).
 
     Each image is decoded to RGB (3 channels; JPEG with the accurate integer
@@ -145,38 +209,72 @@ def decode_and_preprocess(images, size: int, mean, std):
     index 1 of 2 could not be decoded: not a JPEG, PNG, ... (Unknown image file
     format)"; all bad indices are listed), instead of a decoder error that does
     not say which one. A scalar or a matrix instead of a [B] vector, and an
-    empty batch, raise InvalidArgumentError too.
+    empty batch, raise InvalidArgumentError too. Messages start with `signature`.
     """
     tf = _tf()
-    images = checked(images, assert_runtime_rank(images, 1, (
-        "serving_default: `images` must be a [B] vector of encoded images (tf.string, one "
-        "element per image; wrap a single image in a list)")))
-    images = checked(images, tf.debugging.assert_positive(
-        tf.size(images), message="serving_default got an empty batch: `images` needs at least "
-        "one encoded image"))
+    images = checked_vector(images, signature, "images", "encoded images")
     count = tf.shape(images)[0]
-    index = tf.range(count)
 
     def one(i, data):
         image = decode_image(data)
         return i, resize_image(image, size, xp=_TF_OPS), tf.cast(tf.shape(image)[:2], tf.int32)
 
-    decoded = (tf.data.Dataset.from_tensor_slices((index, images)).map(one).ignore_errors()
-               .batch(tf.cast(count, tf.int64)))
-    nothing = tf.data.Dataset.from_tensors((tf.zeros([0], tf.int32),
-                                            tf.zeros([0, size, size, 3], tf.float32),
-                                            tf.zeros([0, 2], tf.int32)))
-    kept, resized, sizes = decoded.concatenate(nothing).take(1).get_single_element()
-    bad = tf.cast(tf.where(tf.reduce_all(index[:, None] != kept[None, :], axis=1))[:, 0], tf.int32)
-    first = tf.reduce_min(tf.concat([bad, [count - 1]], 0))  # count - 1: none bad
+    (kept, resized, sizes), bad = map_dropping_failures(one, images, (
+        tf.zeros([0], tf.int32), tf.zeros([0, size, size, 3], tf.float32),
+        tf.zeros([0, 2], tf.int32)))
+    first = first_bad(bad, count)
     message = tf.strings.join([
-        tf.strings.format("serving_default: the image at batch index {} of {} could not be "
+        tf.strings.format(signature + ": the image at batch index {} of {} could not be "
                           "decoded: ", (first, count)),
         _format_hint(tf.gather(images, first)),
         tf.strings.format("; bad batch indices: {}", bad)])
     decoded_all = tf.debugging.Assert(tf.equal(tf.size(kept), count), [message])
     normalized = normalize_image(resized, mean, std, xp=_TF_OPS)
     return checked(normalized, decoded_all), checked(sizes, decoded_all)
+
+
+def parse_examples(serialized, signature: str = "serving_tf_example"):
+    """tf.string [B] serialized tf.train.Example -> tf.string [B] their encoded images.
+
+    Each Example is parsed on its own (tf.io.parse_example of a batch of one, in a tf.data
+    pipeline that drops failures) for its `data.tf_example.IMAGE_ENCODED` bytes_list,
+    which must hold exactly one value. A string that is not an Example, and an Example
+    without the image, raise InvalidArgumentError naming the batch index and what is
+    missing ("serving_tf_example: the string at batch index 0 of 2 is a tf.train.Example
+    without the image/encoded feature (the encoded image bytes); bad batch indices: [0]").
+    """
+    from data.tf_example import IMAGE_ENCODED
+
+    tf = _tf()
+    serialized = checked_vector(serialized, signature, "serialized",
+                                "serialized tf.train.Example protos")
+    count = tf.shape(serialized)[0]
+    spec = {IMAGE_ENCODED: tf.io.VarLenFeature(tf.string)}
+
+    def one(i, data):
+        values = tf.io.parse_example(data[None], spec)[IMAGE_ENCODED].values
+        return i, tf.size(values), tf.concat([values, [""]], 0)[0]
+
+    (kept, counts, encoded), unparsed = map_dropping_failures(one, serialized, (
+        tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.zeros([0], tf.string)))
+    values = tf.scatter_nd(kept[:, None], counts, [count])  # 0 where unparsed
+    parsed = tf.equal(tf.scatter_nd(unparsed[:, None], tf.ones_like(unparsed), [count]), 0)
+    bad = tf.cast(tf.where(tf.logical_or(~parsed, values != 1))[:, 0], tf.int32)
+    first = first_bad(bad, count)
+    problem = tf.where(
+        parsed[first],
+        tf.where(tf.equal(values[first], 0),
+                 f"is a tf.train.Example without the {IMAGE_ENCODED} feature (the encoded "
+                 "image bytes)",
+                 tf.strings.format(f"is a tf.train.Example with {{}} values in its "
+                                   f"{IMAGE_ENCODED} feature, expected one encoded image",
+                                   values[first])),
+        f"is not a serialized tf.train.Example (or its {IMAGE_ENCODED} feature is not a "
+        "bytes_list)")
+    message = tf.strings.join([
+        tf.strings.format(signature + ": the string at batch index {} of {} ", (first, count)),
+        problem, tf.strings.format("; bad batch indices: {}", bad)])
+    return checked(encoded, tf.debugging.Assert(tf.equal(tf.size(bad), 0), [message]))
 
 
 def _checked_sizes(images, image_sizes):
@@ -207,7 +305,7 @@ def checked_preprocessed(images, image_sizes, size: int):
 
 
 def build_archive(model, cfg, predictor=None):
-    """A keras.export.ExportArchive with both serving signatures."""
+    """A keras.export.ExportArchive with the serving signatures (`SIGNATURES`)."""
     import keras
 
     from yolact.detection.detector import detect
@@ -219,28 +317,45 @@ def build_archive(model, cfg, predictor=None):
     params = predictor.params
     size = cfg.IMG_SIZE
 
-    def serve(images, image_sizes):
+    def serve(images, image_sizes, compact=False):
         outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
                                   cfg.NUM_MASK)
         det = detect(outputs, priors, params)
-        return detections_to_outputs(det, outputs["proto"], image_sizes)
+        return detections_to_outputs(det, outputs["proto"], image_sizes, compact)
 
     def from_preprocessed(images, image_sizes):
         return serve(*checked_preprocessed(images, image_sizes, size))
 
-    def from_bytes(images):
-        return serve(*decode_and_preprocess(images, size, cfg.MEAN, cfg.STD))
+    def decoded(images, signature, compact=False):
+        return serve(*decode_and_preprocess(images, size, cfg.MEAN, cfg.STD, signature),
+                     compact)
 
+    def from_bytes(images):
+        return decoded(images, "serving_default")
+
+    def from_tf_example(serialized):
+        return decoded(parse_examples(serialized), "serving_tf_example")
+
+    def from_bytes_compact(images):
+        return decoded(images, "serving_compact", compact=True)
+
+    encoded = [tf.TensorSpec([None], tf.string, name="images")]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", from_bytes,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    archive.add_endpoint("serving_default", from_bytes, input_signature=encoded)
     archive.add_endpoint("serving_preprocessed", from_preprocessed, input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name="images"),
         tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
+    archive.add_endpoint("serving_tf_example", from_tf_example, input_signature=[
+        tf.TensorSpec([None], tf.string, name="serialized")])
+    archive.add_endpoint("serving_compact", from_bytes_compact, input_signature=encoded)
     return archive
 
 
 def write_saved_model(model, cfg, folder: str, verbose: bool = False) -> None:
-    """The SavedModel (both signatures) into `folder` (which must not exist yet)."""
+    """The SavedModel (`SIGNATURES`) and its TF Serving warmup requests into `folder`
+    (which must not exist yet)."""
+    from yolact.serving.warmup import write_warmup_requests
+
     build_archive(model, cfg).write_out(folder, verbose=verbose)
+    write_warmup_requests(folder, cfg)
