@@ -173,3 +173,22 @@ def test_inference_refuses_an_export_of_another_model(exported, tmp_path):
                          "-input", str(tmp_path / "a.png"), "-output_dir",
                          str(tmp_path / "out"), "-save_json"))
     assert (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_mixed_precision_model_is_exported_in_float32(trained):
+    from yolact.modeling.factory import build_model
+    from yolact.modeling.precision import model_precision
+    from yolact.serving.exporter import float32_network
+
+    cfg, model = trained
+    assert float32_network(model, cfg) is model
+    mixed = build_model(cfg, precision="bfloat16")
+    mixed.set_weights(model.get_weights())
+    assert model_precision(mixed) == "bfloat16"
+    exported = float32_network(mixed, cfg)
+    assert model_precision(exported) is None
+    x = np.random.default_rng(5).standard_normal((1, 64, 64, 3)).astype(np.float32)
+    ours, theirs = exported(x, training=False), model(x, training=False)
+    for name in ("loc", "conf", "coef", "proto"):
+        assert ours[name].dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(theirs[name]))

@@ -118,6 +118,19 @@ def _once(calibration):
     return images
 
 
+def float32_network(model, cfg):
+    """`model` itself when it computes in float32; else (a mixed-precision training model)
+    a float32 copy with its weights, so that every export computes and serves float32."""
+    from yolact.modeling.factory import build_model
+    from yolact.modeling.precision import model_precision
+
+    if model_precision(model) is None:
+        return model
+    copy = build_model(cfg)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model",),
            overwrite: bool = False, verbose: bool = False, calibration=None) -> dict:
     """Write <export_dir>/<version>/ with config.json and every format, atomically.
@@ -127,6 +140,7 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
     "checks": {format: report}}.
     """
     formats = check_formats(formats)
+    model = float32_network(model, cfg)
     if calibration is None and set(formats) & set(CALIBRATED_FORMATS):
         _once(None)()  # the error, before any work
     if int(version) < 0:
