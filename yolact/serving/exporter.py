@@ -95,9 +95,9 @@ def _write(model, cfg, name: str, folder: str, verbose: bool, calibration):
 
         return export_openvino(model, cfg, path, onnx)
     if name == "openvino_int8":
-        from yolact.serving.openvino import export_openvino_int8
+        from yolact.serving.openvino import export_openvino
 
-        return export_openvino_int8(model, cfg, path, calibration(), onnx)
+        return export_openvino(model, cfg, path, onnx, calibration())
     from yolact.serving.litert import export_litert
 
     images = calibration() if name in CALIBRATED_FORMATS else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from yolact.detection.networks import LiteRTNetwork
-from yolact.serving.checks import check_against_keras
+from yolact.serving.checks import INT8_TOLERANCE, check_against_keras
 from yolact.serving.graph import _tf, network_outputs
 from yolact.utils.io import write_bytes_atomic
 
@@ -31,7 +31,7 @@ CALIBRATED_KINDS = ("int8",)
 # Largest root-mean-square difference from Keras allowed, in units of each output's standard
 # deviation (int8: on a real image). Measured on the shapes network: fp32 ~1e-6, fp16 ~1e-3,
 # dynamic int8 0.02-0.05, int8 0.05-0.15; a broken conversion is ~1 or NaN.
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15, "int8": 0.3}
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "dynamic_int8": 0.15, "int8": INT8_TOLERANCE}
 
 
 def litert_model(model, cfg, kind: str = "fp32", calibration=None) -> bytes:

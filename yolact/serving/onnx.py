@@ -118,11 +118,6 @@ def _fix_resize_scales_once(proto) -> int:
     return fixed
 
 
-# rms difference from Keras / std allowed for the int8 network on a real image (measured on
-# the shapes network: 0.02-0.1; a broken quantization is ~1).
-INT8_TOLERANCE = 0.3
-
-
 def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None = None) -> dict:
     """Static int8 ONNX (QDQ: int8 per-channel weights, uint8 activations, onnxruntime's x86
     layout) from the float network (`onnx_path` if given, else a temporary one), activation
@@ -135,7 +130,7 @@ def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None =
     from onnxruntime import quantization as q
 
     from yolact.detection.networks import OnnxNetwork
-    from yolact.serving.checks import check_against_keras
+    from yolact.serving.checks import INT8_TOLERANCE, check_against_keras
 
     images = np.asarray(calibration, np.float32)
 
