@@ -48,19 +48,28 @@ LOADER = textwrap.dedent("""
     out.update({f"example_{k}": v.numpy() for k, v in result.items()})
     out.update({f"compact_{k}": v.numpy()
                 for k, v in compact(images=tf.constant(encoded)).items()})
+    network = loaded.signatures["serving_network"]
+    out.update({f"network_{k}": v.numpy()
+                for k, v in network(images=tf.constant(inputs["images"])).items()})
     # TF Serving's warmup replay, by hand: PredictionLog records -> PredictRequest -> run
     warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
               tf.data.TFRecordDataset(f"{version_dir}/assets.extra/tf_serving_warmup_requests")]
-    request = warmup[0].predict_log.request
-    warmup_images = tf.make_ndarray(request.inputs["images"])
-    result = loaded.signatures[request.model_spec.signature_name](
-        images=tf.constant(warmup_images))
-    out.update({f"warmup_{k}": v.numpy() for k, v in result.items()})
-    open(f"{work}/warmup.jpg", "wb").write(warmup_images[0])
+    replies = []
+    for log in warmup:
+        request = log.predict_log.request
+        name = request.model_spec.signature_name
+        feed = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        result = loaded.signatures[name](**feed)
+        replies.append(sorted(result))
+        out.update({f"warmup_{name}_{k}": v.numpy() for k, v in result.items()})
+        if name == "serving_default":
+            open(f"{work}/warmup.jpg", "wb").write(feed["images"].numpy()[0])
+        if name == "serving_network":
+            out["warmup_network_images"] = feed["images"].numpy()
     json.dump({"records": len(warmup), "input_keys": [sorted(w.predict_log.request.inputs)
                                                       for w in warmup],
                "signatures": [w.predict_log.request.model_spec.signature_name for w in warmup],
-               "same": all(w == warmup[0] for w in warmup)}, open(f"{work}/warmup.json", "w"))
+               "replies": replies}, open(f"{work}/warmup.json", "w"))
     np.savez(f"{work}/served.npz", **out)
     cut_jpeg = encoded[1][: len(encoded[1]) // 2]
     requests = {
@@ -73,6 +82,7 @@ LOADER = textwrap.dedent("""
                                   image_sizes=tf.zeros([2, 2], tf.int32)),
         "unbatched": lambda: pre(images=tf.constant(inputs["images"][0]),
                                  image_sizes=tf.constant(inputs["sizes"][:1])),
+        "network_unbatched": lambda: network(images=tf.constant(inputs["images"][0])),
         "example_no_image": lambda: from_example(
             serialized=tf.constant([examples[0], read("no_image.example")])),
         "example_not_proto": lambda: from_example(
@@ -288,23 +298,92 @@ def test_serving_compact_masks_reproduce_full_size_masks(exported):
         masks_from_compact(lowres[0].astype(np.float32), 10, 10)
 
 
-def test_warmup_requests_are_valid_serving_default_requests(exported):
-    """assets.extra/tf_serving_warmup_requests: PredictionLog records of one mean-coloured
-    IMG_SIZE JPEG to serving_default; replayed, it gives the Predictor's detections."""
-    warmup, cfg = exported["warmup"], exported["cfg"]
-    assert warmup["records"] == 3 and warmup["same"]
-    assert warmup["signatures"] == ["serving_default"] * 3
-    assert warmup["input_keys"] == [["images"]] * 3
+def test_warmup_requests_warm_every_signature(exported):
+    """assets.extra/tf_serving_warmup_requests: WARMUP_RECORDS PredictionLog records per
+    signature, of one mean-coloured IMG_SIZE image; replayed, each gives the Predictor's
+    detections (or the Keras network's outputs, for serving_network)."""
+    from yolact.serving.saved_model import SIGNATURES
+    from yolact.serving.warmup import WARMUP_RECORDS
+
+    warmup, cfg, served = exported["warmup"], exported["cfg"], exported["served"]
+    assert WARMUP_RECORDS == 2 and warmup["records"] == WARMUP_RECORDS * len(SIGNATURES)
+    assert warmup["signatures"] == [s for s in SIGNATURES for _ in range(WARMUP_RECORDS)]
+    keys = {"serving_default": ["images"], "serving_compact": ["images"],
+            "serving_tf_example": ["serialized"], "serving_network": ["images"],
+            "serving_preprocessed": ["image_sizes", "images"]}
+    assert warmup["input_keys"] == [keys[s] for s in warmup["signatures"]]
+    assert warmup["replies"][-1] == ["coef", "conf", "loc", "proto"]
     image = exported["warmup_image"]
     assert image.shape == (cfg.IMG_SIZE, cfg.IMG_SIZE, 3)
     np.testing.assert_allclose(image.reshape(-1, 3).mean(0), cfg.MEAN, atol=2)
-    served, ref = exported["served"], exported["warmup_reference"]
-    assert served["warmup_num_detections"].shape == (1,)
-    n = int(served["warmup_num_detections"][0])
-    assert n == len(ref)
-    np.testing.assert_array_equal(served["warmup_image_sizes"], [[cfg.IMG_SIZE, cfg.IMG_SIZE]])
-    np.testing.assert_array_equal(served["warmup_boxes"][0, :n], ref.boxes)
-    np.testing.assert_allclose(served["warmup_scores"][0, :n], ref.scores, atol=1e-5)
+    ref = exported["warmup_reference"]
+    for name in ("serving_default", "serving_preprocessed", "serving_tf_example",
+                 "serving_compact"):
+        prefix = f"warmup_{name}_"
+        n = int(served[prefix + "num_detections"][0])
+        assert served[prefix + "num_detections"].shape == (1,)
+        np.testing.assert_array_equal(served[prefix + "image_sizes"],
+                                      [[cfg.IMG_SIZE, cfg.IMG_SIZE]])
+        if name == "serving_preprocessed":  # normalized from the image, not the JPEG
+            assert n > 0
+            continue
+        assert n == len(ref) > 0, name
+        np.testing.assert_array_equal(served[prefix + "boxes"][0, :n], ref.boxes)
+        np.testing.assert_allclose(served[prefix + "scores"][0, :n], ref.scores, atol=1e-5)
+    image = served["warmup_network_images"]
+    expected = ((exported["warmup_image"][None].astype(np.float32) - np.float32(cfg.MEAN))
+                / np.float32(cfg.STD))
+    assert image.shape == expected.shape
+    keras_out = exported["model"](image, training=False)
+    for key in ("loc", "conf", "coef", "proto"):
+        np.testing.assert_allclose(served[f"warmup_serving_network_{key}"],
+                                   np.asarray(keras_out[key]), atol=1e-4)
+
+
+def test_serving_network_is_the_keras_network(exported):
+    served, model = exported["served"], exported["model"]
+    expected = model(exported["preprocessed"], training=False)
+    for key in ("loc", "conf", "coef", "proto"):
+        np.testing.assert_allclose(served[f"network_{key}"], np.asarray(expected[key]),
+                                   atol=1e-4, err_msg=key)
+    kind, message = exported["errors"]["network_unbatched"]
+    size = exported["cfg"].IMG_SIZE
+    assert kind == "InvalidArgumentError"
+    assert f"serving_network: `images` must be float32 [B, {size}, {size}, 3]" in message
+
+
+def test_inference_runs_the_saved_model_folder(exported, tmp_path):
+    """inference.py -model <version folder>: the SavedModel's serving_network under the
+    Predictor gives the Keras Predictor's detections; its config.json is read from the
+    folder. A folder that is no SavedModel, or an export without serving_network, is a
+    one-line error."""
+    from yolact.detection.predictor import Predictor
+    from yolact.serving.saved_model import SavedModelNetwork, open_model
+
+    network, engine = open_model(str(exported["version_dir"]))
+    assert engine == "TensorFlow SavedModel" and isinstance(network, SavedModelNetwork)
+    size = exported["cfg"].IMG_SIZE
+    assert network.input_shape == (None, size, size, 3)
+    predictor = Predictor(None, exported["cfg"], jit_compile=False, network=network)
+    for got, ref in zip(predictor.predict(exported["decoded"]), exported["reference"]):
+        assert len(got) == len(ref) > 0
+        np.testing.assert_array_equal(got.boxes, ref.boxes)
+        np.testing.assert_array_equal(got.classes, ref.classes)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-5)
+        assert int(np.sum(got.masks != ref.masks)) <= 5
+    with pytest.raises(ValueError, match="a folder without saved_model.pb"):
+        open_model(str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "inference.py", "-model", str(exported["version_dir"]),
+         "-input", str(exported["work"] / "a.png"), "-output_dir", str(tmp_path / "out"),
+         "-save_json", "-score_threshold", "0", "-top_k", "0"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Network: TensorFlow SavedModel on {exported['version_dir']}" in proc.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    ref = exported["reference"][0]
+    assert len(results["annotations"]) == len(ref)
+    np.testing.assert_allclose(sorted(a["score"] for a in results["annotations"]),
+                               sorted(ref.scores), atol=1e-5)
 
 
 def test_invalid_bytes_and_empty_batch_raise_invalid_argument(exported):
@@ -351,7 +430,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
     text = proc.stdout
     defs = {name: text.split(f"signature_def['{name}']")[1].split("signature_def[")[0]
             for name in ("serving_default", "serving_preprocessed", "serving_tf_example",
-                         "serving_compact")}
+                         "serving_compact", "serving_network")}
     for name, key in (("serving_default", "images"), ("serving_compact", "images"),
                       ("serving_tf_example", "serialized")):
         assert f"inputs['{key}'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1)" \
@@ -366,8 +445,10 @@ def test_saved_model_cli_lists_the_signatures(exported):
         assert f"outputs['{compact_key}'] tensor_info:\n        dtype: {dtype}" \
             in defs["serving_compact"]
     assert "outputs['masks']" not in defs["serving_compact"]
+    for key in ("loc", "conf", "coef", "proto"):
+        assert f"outputs['{key}'] tensor_info:\n        dtype: DT_FLOAT" in defs["serving_network"]
     assert "SavedModel, signatures serving_default, serving_preprocessed, serving_tf_example, " \
-           "serving_compact; TF Serving warmup assets.extra/tf_serving_warmup_requests" \
+           "serving_compact, serving_network; TF Serving warmup assets.extra/tf_serving_warmup_requests" \
            in exported["export_stdout"]
 
 

@@ -34,10 +34,11 @@ def define_flags(fv=FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).",
                          flag_values=fv)
-    flags.DEFINE_string("model", None, "Run an exported network file instead of -weights: "
-                        "model.onnx (onnxruntime), model*.tflite (LiteRT) or model.xml "
-                        "(OpenVINO), as export_savedmodel.py -formats writes them; its "
-                        "config.json is read from beside it unless -weights is given. "
+    flags.DEFINE_string("model", None, "Run an exported model instead of -weights: "
+                        "model.onnx (onnxruntime), model*.tflite (LiteRT), model.xml "
+                        "(OpenVINO) or the SavedModel version folder (TensorFlow), as "
+                        "export_savedmodel.py -formats writes them; its config.json is "
+                        "read from beside it (or inside the folder) unless -weights is given. "
                         "Detection and masks stay the same.", flag_values=fv)
     flags.DEFINE_alias("onnx", "model", flag_values=fv)  # the first spelling (ONNX only)
     flags.DEFINE_integer("threads", 0, "Engine threads for -model (0: the engine's default, "
@@ -61,10 +62,10 @@ def run(flags_) -> dict:
         raise ValueError("inference.py needs -weights (or -model with an exported network "
                          "file: model.onnx, model.tflite)")
     if flags_.model:
-        from yolact.detection.networks import open_network
+        from yolact.serving.saved_model import open_model
 
-        network, engine = open_network(flags_.model, threads=flags_.threads,
-                                       precision=flags_.precision)
+        network, engine = open_model(flags_.model, threads=flags_.threads,
+                                     precision=flags_.precision)
     # With -model alone, the config.json beside it (export_savedmodel.py writes it).
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
                          weights=flags_.weights or flags_.model)

@@ -164,8 +164,8 @@ def open_network(path: str, threads: int = 0, precision: str = "auto"):
     ext = os.path.splitext(path)[1].lower()
     if ext not in ENGINES:
         raise ValueError(f"-model {path!r}: unknown network file type {ext or '(none)'!r}; "
-                         f"expected one of {', '.join(ENGINES)} (export_savedmodel.py "
-                         f"-formats writes them)")
+                         f"expected one of {', '.join(ENGINES)} or a SavedModel version "
+                         f"folder (export_savedmodel.py -formats writes them)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"-model: no such file {path!r}")
     engine, cls = ENGINES[ext]

@@ -4,6 +4,11 @@ pass with static prior shapes."""
 from __future__ import annotations
 
 
+# The SavedModel's signatures (yolact.serving.saved_model documents each).
+SIGNATURES = ("serving_default", "serving_preprocessed", "serving_tf_example", "serving_compact",
+              "serving_network")
+
+
 def _tf():
     import tensorflow as tf
 

@@ -15,7 +15,11 @@ Signatures (B images, D = MAX_NUM_DETECTION, S = IMG_SIZE, Hp x Wp = prototype s
   protos (the TF Object Detection API's ``tf_example`` input) holding the encoded
   image under ``data.tf_example.IMAGE_ENCODED`` (the key the TFRecord creator
   writes; other features are ignored); then exactly the serving_default path;
-- ``serving_compact``: ``images`` as serving_default; the REST-friendly outputs.
+- ``serving_compact``: ``images`` as serving_default; the REST-friendly outputs;
+- ``serving_network``: ``images`` float32 [B, S, S, 3] as serving_preprocessed; the raw
+  network outputs loc [B, P, 4], conf [B, P, C+1], coef [B, P, K], proto [B, Hp, Wp, K]
+  (what `inference.py -model <version folder>` runs, with detection and masks on the host
+  as for every other network file: `SavedModelNetwork`).
 The first three return (padded to D detections, sorted by score):
   num_detections int32 [B]; boxes int32 [B, D, 4] x1, y1, x2, y2 in original
   pixels; classes int32 [B, D] 0-based; scores float32 [B, D];
@@ -51,12 +55,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from yolact.detection.networks import NETWORK_OUTPUTS, check_output_names
 from yolact.ops.backend import get_ops
 from yolact.ops.image import decode_image, normalize_image, resize_image
-from yolact.serving.graph import _tf, network_outputs
+from yolact.serving.graph import SIGNATURES, _tf, network_outputs
 
 _TF_OPS = get_ops("tensorflow")  # the serving graph is TensorFlow
-SIGNATURES = ("serving_default", "serving_preprocessed", "serving_tf_example", "serving_compact")
 OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks", "image_sizes")
 COMPACT_OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks_lowres",
                        "image_sizes")
@@ -339,6 +343,13 @@ def build_archive(model, cfg, predictor=None):
     def from_bytes_compact(images):
         return decoded(images, "serving_compact", compact=True)
 
+    def network_only(images):
+        images = checked(images, assert_runtime_rank(images, 4, (
+            f"serving_network: `images` must be float32 [B, {size}, {size}, 3] (a batch of "
+            "normalized images; add the batch axis for a single image)")))
+        return network_outputs(model, tf.ensure_shape(images, [None, size, size, 3]),
+                               cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG, cfg.NUM_MASK)
+
     encoded = [tf.TensorSpec([None], tf.string, name="images")]
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -349,6 +360,8 @@ def build_archive(model, cfg, predictor=None):
     archive.add_endpoint("serving_tf_example", from_tf_example, input_signature=[
         tf.TensorSpec([None], tf.string, name="serialized")])
     archive.add_endpoint("serving_compact", from_bytes_compact, input_signature=encoded)
+    archive.add_endpoint("serving_network", network_only, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
     return archive
 
 
@@ -359,3 +372,54 @@ def write_saved_model(model, cfg, folder: str, verbose: bool = False) -> None:
 
     build_archive(model, cfg).write_out(folder, verbose=verbose)
     write_warmup_requests(folder, cfg)
+
+
+class SavedModelNetwork:
+    """The network of an exported SavedModel version folder (its ``serving_network``
+    signature), run by TensorFlow: callable like the Keras model in inference mode,
+    float32 [B, S, S, 3] normalized -> {'loc', 'conf', 'coef', 'proto'} numpy arrays."""
+
+    OUTPUTS = NETWORK_OUTPUTS
+    SIGNATURE = "serving_network"
+
+    def __init__(self, folder: str, threads: int = 0):
+        import os
+
+        tf = _tf()
+        if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            raise ValueError(f"-model {folder!r}: a folder without saved_model.pb, not a "
+                             f"SavedModel version folder written by export_savedmodel.py")
+        if threads:
+            try:  # only possible before TensorFlow has started its thread pools
+                tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:
+                pass
+        loaded = tf.saved_model.load(folder)
+        if self.SIGNATURE not in loaded.signatures:
+            raise ValueError(f"-model {folder!r}: this SavedModel has no {self.SIGNATURE} "
+                             f"signature (signatures: {sorted(loaded.signatures)}); it was "
+                             f"exported by an older version: export it again")
+        self._loaded = loaded  # keeps the variables alive
+        self.fn = loaded.signatures[self.SIGNATURE]
+        check_output_names(self.fn.structured_outputs, folder)
+        spec = self.fn.structured_input_signature[1]["images"]
+        self.input_shape = tuple(spec.shape.as_list())
+
+    def __call__(self, images) -> dict:
+        tf = _tf()
+        out = self.fn(images=tf.constant(np.asarray(images, np.float32)))
+        return {k: v.numpy() for k, v in out.items()}
+
+
+def open_model(path: str, threads: int = 0, precision: str = "auto"):
+    """Any exported model `inference.py -model` runs: a SavedModel version folder
+    (TensorFlow) or a network file (`yolact.detection.networks.open_network`);
+    returns (network, engine name)."""
+    import os
+
+    from yolact.detection.networks import open_network
+
+    if os.path.isdir(path):
+        return SavedModelNetwork(path, threads=threads), "TensorFlow SavedModel"
+    return open_network(path, threads=threads, precision=precision)

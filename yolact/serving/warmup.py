@@ -2,11 +2,19 @@
 
 TF Serving replays this file when it loads a version, before the version takes traffic,
 so the lazy start-up work (function instantiation, tf.data and decoder set-up, the first
-run of every kernel) is not paid by the first client. The file is a TFRecord of
+run of every kernel) is not paid by the first client. TF Serving warms each signature
+only through requests to it, so the file holds `WARMUP_RECORDS` requests to every
+signature of `yolact.serving.graph.SIGNATURES`: a TFRecord of
 `tensorflow_serving.apis.prediction_log_pb2.PredictionLog` records, each a
-``predict_log.request`` (PredictRequest) to ``serving_default`` with ``images`` = a
-tf.string [1] tensor of one JPEG made here: a MEAN-coloured IMG_SIZE x IMG_SIZE image
-(the network's input size; nothing is read from disk).
+``predict_log.request`` (PredictRequest) of batch 1 made here from one MEAN-coloured
+IMG_SIZE x IMG_SIZE image (nothing is read from disk):
+
+  serving_default, serving_compact  ``images``: tf.string [1], the image as a JPEG
+  serving_tf_example                ``serialized``: tf.string [1], a tf.train.Example
+                                    with that JPEG under data.tf_example.IMAGE_ENCODED
+  serving_preprocessed              ``images``: float32 [1, S, S, 3], the image normalized
+                                    with MEAN/STD (about 0), ``image_sizes``: int32 [[S, S]]
+  serving_network                   ``images``: float32 [1, S, S, 3] as above
 """
 
 from __future__ import annotations
@@ -15,35 +23,68 @@ import os
 
 import numpy as np
 
-from yolact.serving.graph import _tf
+from yolact.serving.graph import SIGNATURES, _tf
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-WARMUP_RECORDS = 3
-WARMUP_SIGNATURE = "serving_default"
+WARMUP_RECORDS = 2  # per signature: the first pays the start-up, the second runs warm
 
 
-def warmup_image(cfg) -> bytes:
-    """A JPEG of one IMG_SIZE x IMG_SIZE image of the colour cfg.MEAN (RGB)."""
-    tf = _tf()
+def warmup_image(cfg) -> np.ndarray:
+    """uint8 [S, S, 3]: one IMG_SIZE x IMG_SIZE image of the colour cfg.MEAN (RGB)."""
     colour = np.clip(np.round(np.asarray(cfg.MEAN, np.float32)), 0, 255).astype(np.uint8)
-    image = np.broadcast_to(colour, (cfg.IMG_SIZE, cfg.IMG_SIZE, 3))
-    return tf.io.encode_jpeg(tf.constant(image), quality=95).numpy()
+    return np.ascontiguousarray(np.broadcast_to(colour, (cfg.IMG_SIZE, cfg.IMG_SIZE, 3)))
+
+
+def warmup_jpeg(cfg) -> bytes:
+    """The warmup image as a JPEG."""
+    tf = _tf()
+    return tf.io.encode_jpeg(tf.constant(warmup_image(cfg)), quality=95).numpy()
+
+
+def warmup_inputs(cfg) -> dict:
+    """{signature: {input name: numpy value}} of one batch-1 request per signature."""
+    from data.tf_example import make_example
+
+    jpeg = warmup_jpeg(cfg)
+    size = cfg.IMG_SIZE
+    example = make_example({
+        "encoded": jpeg, "height": size, "width": size, "format": "jpeg",
+        "filename": "warmup.jpg", "source_id": "0", "boxes": [], "labels": [], "texts": [],
+        "is_crowd": [], "areas": [], "masks": []}).SerializeToString()
+    normalized = ((warmup_image(cfg)[None].astype(np.float32) - np.float32(cfg.MEAN))
+                  / np.float32(cfg.STD))
+    inputs = {
+        "serving_default": {"images": np.array([jpeg], object)},
+        "serving_preprocessed": {"images": normalized,
+                                 "image_sizes": np.array([[size, size]], np.int32)},
+        "serving_tf_example": {"serialized": np.array([example], object)},
+        "serving_compact": {"images": np.array([jpeg], object)},
+        "serving_network": {"images": normalized},
+    }
+    assert tuple(inputs) == SIGNATURES, "a signature without warmup requests"
+    return inputs
 
 
 def warmup_requests(cfg, count: int = WARMUP_RECORDS) -> list:
-    """`count` PredictionLog records, each a serving_default request of batch 1."""
+    """`count` PredictionLog records per signature, each a request of batch 1."""
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError as err:
         raise ImportError("the TF Serving warmup file needs tensorflow-serving-api "
                           "(pip install tensorflow-serving-api==2.21.0)") from err
     tf = _tf()
-    request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(signature_name=WARMUP_SIGNATURE))
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto([warmup_image(cfg)], tf.string))
-    log = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
-    return [log] * count
+    logs = []
+    for signature, inputs in warmup_inputs(cfg).items():
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=signature))
+        for name, value in inputs.items():
+            dtype = tf.string if value.dtype == object else None
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value.tolist() if dtype else
+                                                               value, dtype))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+        logs += [log] * count
+    return logs
 
 
 def write_warmup_requests(saved_model_dir: str, cfg, count: int = WARMUP_RECORDS) -> str:
