@@ -290,7 +290,12 @@ def worker() -> None:
     else:
         network, engine = open_network(os.path.join(FLAGS.worker_dir, FORMATS[fmt]),
                                        threads=FLAGS.threads, precision=precision or "auto")
-        predictor = Predictor(None, cfg, network=network)
+        maskiou = None
+        if cfg.USE_MASKIOU:  # YOLACT++: the re-scoring net written beside the files
+            from yolact.weights.maskiou import read_maskiou
+
+            maskiou = read_maskiou(cfg, FLAGS.worker_dir, FLAGS.worker_dir)
+        predictor = Predictor(None, cfg, network=network, maskiou_net=maskiou)
         model = None
     result = {"row": row, "engine": engine}
     if FLAGS.accuracy:

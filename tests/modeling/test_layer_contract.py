@@ -37,8 +37,10 @@ from tests.modeling.weight_arithmetic import (
     darknet_w,
     depthwise,
     fpn_w,
+    dcn_w,
     head_w,
     inverted_residual_w,
+    maskiou_w,
     mobilenet_v2_w,
     protonet_w,
     resnet_w,
@@ -53,7 +55,9 @@ from yolact.modeling.backbones.resnet import BasicBlock, Bottleneck, ResNet, _Bl
 from yolact.modeling.factory import build_model
 from yolact.modeling.fpn import FPN
 from yolact.modeling.head import PredictionHead
+from yolact.modeling.deform_conv import ModulatedDeformConv2D
 from yolact.modeling.layers import TorchConv2D, TorchDepthwiseConv2D
+from yolact.modeling.maskiou import FastMaskIoUNet
 from yolact.modeling.model import YolactModel
 from yolact.modeling.protonet import ProtoNet
 from yolact.utils.keras_compat import sublayers
@@ -203,7 +207,30 @@ CASES = [
          (8, 8, 8), (2, 4, 4, 12), inverted_residual_w(8, 12, 1)),
     Case("MobileNetV2", MobileNetV2, lambda: MobileNetV2(name="backbone"), (32, 32, 3),
          [(2, 8, 8, 24), (2, 4, 4, 32), (2, 2, 2, 96), (2, 1, 1, 1280)], mobilenet_v2_w()),
+    # deform_conv.py, maskiou.py (YOLACT++)
+    Case("ModulatedDeformConv2D-3x3s1", ModulatedDeformConv2D,
+         lambda: ModulatedDeformConv2D(6, 3, strides=1, pad=1, name="conv2"), (9, 8, 5),
+         (2, 9, 8, 6), dcn_w(3, 5, 6)),
+    Case("ModulatedDeformConv2D-3x3s2-groups2", ModulatedDeformConv2D,
+         lambda: ModulatedDeformConv2D(4, 3, strides=2, pad=1, deformable_groups=2),
+         (11, 10, 6), (2, 6, 5, 4), dcn_w(3, 6, 4, groups=2)),
+    Case("FastMaskIoUNet", FastMaskIoUNet,
+         lambda: FastMaskIoUNet(3, (4, 8), name="maskiou_net"), (15, 15),
+         (2, 3), maskiou_w((4, 8), 3), extra=_non_negative),
+    Case("Bottleneck-dcn-downsample", Bottleneck,
+         lambda: Bottleneck(8, 4, strides=2, use_dcn=True), (9, 9, 8), (2, 5, 5, 16),
+         bottleneck_w(8, 4, 2, dcn=True)),
+    Case("BasicBlock-dcn", BasicBlock, lambda: BasicBlock(8, 16, 2, use_dcn=True),
+         (8, 8, 8), (2, 4, 4, 16), basic_block_w(8, 16, 2, dcn=True)),
     # model.py
+    Case("YolactModel-plus", YolactModel,
+         lambda: YolactModel(2, backbone="resnet_tiny", fpn_channels=8, protonet_channels=8,
+                             head_channels=8, num_mask=3, num_anchors=9,
+                             dcn_layers=(0, 1, 1, 1), use_maskiou=True,
+                             maskiou_channels=(4, 8), name="yolact"),
+         (48, 48, 3), _yolact_out(48, 2, 3, 9),
+         yolact_w(2, 8, 8, 8, 3, 9, dcn=((False,), (True,), (True,), (True,)),
+                  maskiou=(4, 8))),
     Case("YolactModel-shapes64", YolactModel, _yolact_small_model, (64, 64, 3),
          _yolact_out(64, SHAPES_NUM_CLASSES, 4), yolact_w(SHAPES_NUM_CLASSES, 16, 16, 16, 4)),
     Case("YolactModel-se-frozenbn", YolactModel,

@@ -56,29 +56,39 @@ def attention_w(kind, c, reduction=16) -> W:
     return total(parts)
 
 
-def basic_block_w(cin, planes, stride) -> W:
-    parts = [conv(3, cin, planes, False), bn(planes), conv(3, planes, planes, False), bn(planes)]
+def dcn_w(k, cin, cout, groups=1) -> W:
+    """A modulated deformable conv: its kernel and bias, and the offset/mask conv (with
+    bias) to 3 * k * k * groups channels."""
+    return conv(k, cin, cout) + conv(k, cin, 3 * k * k * groups)
+
+
+def basic_block_w(cin, planes, stride, dcn=False) -> W:
+    first = dcn_w(3, cin, planes) if dcn else conv(3, cin, planes, False)
+    parts = [first, bn(planes), conv(3, planes, planes, False), bn(planes)]
     if stride != 1 or cin != planes:
         parts += [conv(1, cin, planes, False), bn(planes)]
     return total(parts)
 
 
-def bottleneck_w(cin, planes, stride) -> W:
+def bottleneck_w(cin, planes, stride, dcn=False) -> W:
     out = 4 * planes
-    parts = [conv(1, cin, planes, False), bn(planes), conv(3, planes, planes, False), bn(planes),
+    middle = dcn_w(3, planes, planes) if dcn else conv(3, planes, planes, False)
+    parts = [conv(1, cin, planes, False), bn(planes), middle, bn(planes),
              conv(1, planes, out, False), bn(out)]
     if stride != 1 or cin != out:
         parts += [conv(1, cin, out, False), bn(out)]
     return total(parts)
 
 
-def resnet_w(blocks, block, widths, stem, attention=None) -> W:
+def resnet_w(blocks, block, widths, stem, attention=None, dcn=None) -> W:
+    """`dcn`: per stage, per block, whether its 3x3 conv is deformable."""
     block_w, expansion = (basic_block_w, 1) if block == "basic" else (bottleneck_w, 4)
     parts = [conv(7, 3, stem, False), bn(stem)]
     cin = stem
     for s, (num, planes) in enumerate(zip(blocks, widths)):
         for b in range(num):
-            parts.append(block_w(cin, planes, 2 if (b == 0 and s > 0) else 1))
+            parts.append(block_w(cin, planes, 2 if (b == 0 and s > 0) else 1,
+                                 bool(dcn and dcn[s][b])))
             cin = planes * expansion
         parts.append(attention_w(attention, cin))
     return total(parts)
@@ -142,12 +152,23 @@ def head_w(cin, channels, num_classes_with_bg, num_anchors, num_mask) -> W:
                   conv(3, channels, num_anchors * num_mask)])
 
 
-def yolact_w(num_classes, fpn, proto, head, num_mask, num_anchors=3, attention=None) -> W:
+def maskiou_w(channels, num_classes) -> W:
+    """YOLACT++'s mask re-scoring net: 3x3 convs 1 -> channels..., then 1x1 to the classes."""
+    parts, cin = [], 1
+    for c in channels:
+        parts.append(conv(3, cin, c))
+        cin = c
+    return total(parts + [conv(1, cin, num_classes)])
+
+
+def yolact_w(num_classes, fpn, proto, head, num_mask, num_anchors=3, attention=None,
+             dcn=None, maskiou=None) -> W:
     # resnet_tiny: BasicBlock, 1 block per stage, widths 32..256, stem 32 (backbones/__init__).
-    backbone = resnet_w((1, 1, 1, 1), "basic", (32, 64, 128, 256), 32, attention)
+    backbone = resnet_w((1, 1, 1, 1), "basic", (32, 64, 128, 256), 32, attention, dcn)
+    extra = [maskiou_w(maskiou, num_classes)] if maskiou else []
     return total([backbone, fpn_w((64, 128, 256), fpn), protonet_w(fpn, proto, num_mask),
                   head_w(fpn, head, num_classes + 1, num_anchors, num_mask),
-                  conv(1, fpn, num_classes)])
+                  conv(1, fpn, num_classes)] + extra)
 
 
 def conv_out(size, k, stride, pad) -> int:

@@ -15,7 +15,7 @@ from yolact.modeling.factory import build_model
 from yolact.weights.h5 import load_weights_partial, save_weights_with_config, weights_num_classes
 from yolact.weights.official import (
     CheckpointMismatchError,
-    UnsupportedCheckpointError,
+    PresetMismatchError,
     load_official_weights,
 )
 from yolact.weights.pth import load_state_dict
@@ -74,13 +74,20 @@ def test_legacy_extras_are_ignored(tiny, state):
             "fpn.downsample_layers.2.bias"} <= set(report["ignored"])
 
 
-def test_yolact_plus_plus_is_rejected(tiny, state):
+def test_yolact_plus_checkpoint_for_a_plain_model_names_the_preset(tiny, state):
     plus = dict(state)
     plus["backbone.layers.3.0.conv2.conv_offset_mask.weight"] = np.zeros((27, 512, 3, 3), np.float32)
-    plus["maskiou_net.0.weight"] = np.zeros((8, 1, 3, 3), np.float32)
-    with pytest.raises(UnsupportedCheckpointError, match="YOLACT\\+\\+") as err:
+    plus["maskiou_net.maskiou_net.0.weight"] = np.zeros((8, 1, 3, 3), np.float32)
+    with pytest.raises(PresetMismatchError) as err:
         load_official_weights(tiny, plus)
-    assert "conv_offset_mask" in str(err.value) and "maskiou_net.0.weight" in str(err.value)
+    message = str(err.value)
+    assert message.startswith("this is a YOLACT++ checkpoint (ResNet-50 with deformable "
+                              "convs / mask re-scoring) but the config builds a plain "
+                              "YOLACT: use -name yolact_plus_resnet50")
+    assert "conv_offset_mask" in message and "maskiou_net.maskiou_net.0.weight" in message
+    plus["backbone.layers.2.22.conv1.weight"] = np.zeros((256, 1024, 1, 1), np.float32)
+    with pytest.raises(PresetMismatchError, match="ResNet-101 .* use -name yolact_plus_base"):
+        load_official_weights(tiny, plus)
 
 
 def test_unknown_and_missing_keys_are_reported(tiny, state):

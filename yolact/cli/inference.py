@@ -75,8 +75,18 @@ def run(flags_) -> dict:
         if flags_["name"].present and not flags_.weights:
             _check_exported_name(cfg, flags_.name, flags_.model)
         check_input_size(network, cfg.IMG_SIZE, flags_.model)
+        maskiou = None
+        if cfg.USE_MASKIOU:
+            import os
+
+            from yolact.weights.maskiou import read_maskiou
+
+            folder = flags_.model if os.path.isdir(flags_.model) else os.path.dirname(
+                flags_.model)
+            maskiou = read_maskiou(cfg, folder or ".", f"-model {flags_.model!r}")
         print(f"Network: {engine} on {flags_.model}")
-        predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network)
+        predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network,
+                              maskiou_net=maskiou)
     else:
         model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
         predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)

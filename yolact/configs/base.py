@@ -19,7 +19,7 @@ import os
 
 from data.classes import COCO_CLASSES
 from yolact.detection.detector import NMS_TYPES
-from yolact.modeling.backbones.names import ATTENTION_TYPES
+from yolact.modeling.backbones.names import ATTENTION_TYPES, DCN_BACKBONES
 from yolact.modeling.backbones.names import BACKBONE_NAMES as BACKBONES
 from yolact.ops.image import MEAN_RGB, STD_RGB
 from yolact.training.schedules import LR_SCHEDULES
@@ -32,6 +32,16 @@ ANCHOR_REFERENCE_SIZE = 550
 def _conv_out(size: int) -> int:
     """Output size of a 3x3 (or 7x7) stride-2 conv with symmetric padding."""
     return (size - 1) // 2 + 1
+
+
+def feature_sizes(img_size: int) -> tuple:
+    """Spatial sizes of P3..P7 for an input of `img_size`."""
+    size, sizes = img_size, []
+    for level in range(1, 8):  # stem, pool, C3, C4, C5, P6, P7
+        size = _conv_out(size)
+        if level >= 3:
+            sizes.append(size)
+    return tuple(sizes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +74,19 @@ class YolactConfig:
     BACKBONE_BLOCKS: tuple | None = None  # blocks per stage; None = backbone default.
     BACKBONE_ATTENTION: str | None = None  # None, "se" or "cbam".
     BACKBONE_WEIGHTS: str | None = None  # local ImageNet weights file.
+    # YOLACT++ deformable convolutions (official `ResNetBackbone(layers, dcn_layers,
+    # dcn_interval)`): per stage, the number of its last blocks whose 3x3 conv is a
+    # modulated deformable conv (DCNv2), every BACKBONE_DCN_INTERVAL-th of them. None: none.
+    BACKBONE_DCN_LAYERS: tuple | None = None
+    BACKBONE_DCN_INTERVAL: int = 1
     IMG_SIZE: int = 550
     FPN_CHANNELS: int = 256
     PROTONET_CHANNELS: int = 256
     HEAD_CHANNELS: int = 256
     NUM_MASK: int = 32
-    ANCHOR_SCALES: tuple = (24, 48, 96, 192, 384)  # pixels at ANCHOR_REFERENCE_SIZE.
+    # Pixels at ANCHOR_REFERENCE_SIZE, one entry per level P3..P7: a number, or a tuple of
+    # numbers for several scales per level (YOLACT++: three per level, official pred_scales).
+    ANCHOR_SCALES: tuple = (24, 48, 96, 192, 384)
     # Official: anchor scales follow IMG_SIZE (im400/im700 configs). False keeps
     # ANCHOR_SCALES in pixels of the network input, i.e. 3x each level's stride as at
     # 550: at small sizes scaled anchors become much smaller than the feature stride and
@@ -79,6 +96,17 @@ class YolactConfig:
     USE_SQUARE_ANCHORS: bool = True
     MEAN: tuple = MEAN_RGB
     STD: tuple = STD_RGB
+    # YOLACT++ fast mask re-scoring (official `use_maskiou`, `FastMaskIoUNet`): a small
+    # net predicts each mask's IoU with its object from the cropped mask; trained with
+    # MASKIOU_ALPHA x smooth L1 on masks whose GT area at prototype resolution exceeds
+    # DISCARD_MASK_AREA pixels; at inference RESCORE_MASK multiplies the mask scores (and
+    # RESCORE_BBOX the box scores) by it.
+    USE_MASKIOU: bool = False
+    MASKIOU_CHANNELS: tuple = (8, 16, 32, 64, 128)  # 3x3 stride-2 convs, no padding
+    MASKIOU_ALPHA: float = 25.0
+    RESCORE_MASK: bool = True
+    RESCORE_BBOX: bool = False
+    DISCARD_MASK_AREA: float = -1  # official default: keep all (yolact_plus: 5 * 5)
 
     # Loss.
     LOSS_WEIGHT_CLS: float = 1.0
@@ -122,13 +150,7 @@ class YolactConfig:
     @property
     def FEATURE_SIZES(self) -> tuple:
         """Spatial sizes of P3..P7: stride-2 conv arithmetic from IMG_SIZE."""
-        size = self.IMG_SIZE
-        sizes = []
-        for level in range(1, 8):  # stem, pool, C3, C4, C5, P6, P7
-            size = _conv_out(size)
-            if level >= 3:
-                sizes.append(size)
-        return tuple(sizes)
+        return feature_sizes(self.IMG_SIZE)
 
     @property
     def PROTO_OUTPUT_SIZE(self) -> int:
@@ -137,15 +159,31 @@ class YolactConfig:
 
     @property
     def SCALES(self) -> tuple:
-        """Anchor scales in pixels at IMG_SIZE (official `int(s / 550 * size)`)."""
+        """Anchor scales in pixels at IMG_SIZE (official `int(s / 550 * size)`), one entry
+        per level as in ANCHOR_SCALES (a number, or a tuple for several per level)."""
         if self.IMG_SIZE == ANCHOR_REFERENCE_SIZE or not self.SCALE_ANCHORS_WITH_IMG_SIZE:
             return tuple(self.ANCHOR_SCALES)
-        return tuple(int(s / ANCHOR_REFERENCE_SIZE * self.IMG_SIZE) for s in self.ANCHOR_SCALES)
+        scale = lambda s: int(s / ANCHOR_REFERENCE_SIZE * self.IMG_SIZE)  # noqa: E731
+        return tuple(tuple(scale(x) for x in s) if isinstance(s, (tuple, list)) else scale(s)
+                     for s in self.ANCHOR_SCALES)
+
+    @property
+    def SCALES_PER_LEVEL(self) -> int:
+        """Anchor scales per location (1, or 3 for YOLACT++)."""
+        first = self.ANCHOR_SCALES[0]
+        return len(first) if isinstance(first, (tuple, list)) else 1
 
     @property
     def NUM_ANCHORS(self) -> int:
-        """Anchors per location."""
-        return len(self.ASPECT_RATIOS)
+        """Anchors per location: scales per level x aspect ratios (official order: scale
+        outer, ratio inner)."""
+        return self.SCALES_PER_LEVEL * len(self.ASPECT_RATIOS)
+
+    @property
+    def IS_PLUS(self) -> bool:
+        """A YOLACT++ network: deformable convs in the backbone or mask re-scoring."""
+        return bool(self.USE_MASKIOU or (self.BACKBONE_DCN_LAYERS and
+                                         any(self.BACKBONE_DCN_LAYERS)))
 
     @property
     def NUM_PRIORS(self) -> int:
@@ -194,6 +232,7 @@ class YolactConfig:
 # The settings that define a trained network and what its outputs mean: a checkpoint
 # only continues (or is evaluated) under a config that agrees on all of them.
 MODEL_KEYS = ("NUM_CLASSES", "CLASS_NAMES", "BACKBONE", "BACKBONE_BLOCKS", "BACKBONE_ATTENTION",
+              "BACKBONE_DCN_LAYERS", "BACKBONE_DCN_INTERVAL", "USE_MASKIOU", "MASKIOU_CHANNELS",
               "IMG_SIZE", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
               "ANCHOR_SCALES", "SCALE_ANCHORS_WITH_IMG_SIZE", "ASPECT_RATIOS",
               "USE_SQUARE_ANCHORS", "MEAN", "STD")
@@ -217,7 +256,7 @@ def _coerce(overrides: dict) -> dict:
                 f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(sorted(names))}"
             )
         if isinstance(value, list):
-            value = tuple(value)
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         out[key] = _check_type(key, names[key].default, value)
     return out
 
@@ -265,8 +304,13 @@ def validate(cfg: YolactConfig) -> None:
     if cfg.NMS_TYPE not in NMS_TYPES:
         fail(f"NMS_TYPE must be one of {NMS_TYPES}, got {cfg.NMS_TYPE!r}")
     if len(cfg.ANCHOR_SCALES) != 5:
-        fail(f"ANCHOR_SCALES needs one scale per level P3..P7 (5), got {cfg.ANCHOR_SCALES}")
-    if any(s <= 0 for s in cfg.SCALES):
+        fail(f"ANCHOR_SCALES needs one entry per level P3..P7 (5), got {cfg.ANCHOR_SCALES}")
+    counts = {len(s) if isinstance(s, (tuple, list)) else 1 for s in cfg.ANCHOR_SCALES}
+    if len(counts) != 1 or 0 in counts:
+        fail(f"ANCHOR_SCALES needs the same number of scales on every level (a number or a "
+             f"tuple per level), got {cfg.ANCHOR_SCALES}")
+    flat = [x for s in cfg.SCALES for x in (s if isinstance(s, (tuple, list)) else (s,))]
+    if any(not isinstance(x, (int, float)) or x <= 0 for x in flat):
         fail(f"anchor scales at IMG_SIZE={cfg.IMG_SIZE} must be positive, got {cfg.SCALES}")
     if not cfg.ASPECT_RATIOS or any(r <= 0 for r in cfg.ASPECT_RATIOS):
         fail(f"ASPECT_RATIOS must be positive, got {cfg.ASPECT_RATIOS}")
@@ -288,6 +332,7 @@ def validate(cfg: YolactConfig) -> None:
     ):
         fail(f"BACKBONE_BLOCKS needs {stages} positive block counts for {cfg.BACKBONE}, "
              f"got {cfg.BACKBONE_BLOCKS}")
+    _validate_plus(cfg, fail)
     if cfg.LR_SCHEDULE not in LR_SCHEDULES:
         fail(f"LR_SCHEDULE must be one of {LR_SCHEDULES}, got {cfg.LR_SCHEDULE!r}")
     if not 0.0 <= cfg.LR_FINAL_RATIO <= 1.0:
@@ -297,3 +342,40 @@ def validate(cfg: YolactConfig) -> None:
     if cfg.LR <= 0 or cfg.WEIGHT_DECAY < 0 or not 0 <= cfg.MOMENTUM < 1:
         fail(f"need LR > 0, WEIGHT_DECAY >= 0, 0 <= MOMENTUM < 1; got "
              f"{cfg.LR}, {cfg.WEIGHT_DECAY}, {cfg.MOMENTUM}")
+
+
+def maskiou_output_size(proto_size: int, channels) -> int:
+    """Spatial size after the mask-IoU net's unpadded 3x3 stride-2 convs (0: too small)."""
+    size = proto_size
+    for _ in channels:
+        size = (size - 3) // 2 + 1 if size >= 3 else 0
+    return max(size, 0)
+
+
+def _validate_plus(cfg: YolactConfig, fail) -> None:
+    """The YOLACT++ keys: DCN positions, the mask-IoU net and its loss settings."""
+    if cfg.BACKBONE_DCN_LAYERS is not None:
+        if cfg.BACKBONE not in DCN_BACKBONES:
+            fail(f"BACKBONE_DCN_LAYERS needs a ResNet backbone ({', '.join(DCN_BACKBONES)}), "
+                 f"got BACKBONE={cfg.BACKBONE!r}")
+        layers = cfg.BACKBONE_DCN_LAYERS
+        if len(layers) != 4 or any(not isinstance(n, int) or n < 0 for n in layers):
+            fail(f"BACKBONE_DCN_LAYERS needs 4 block counts >= 0 (one per ResNet stage), "
+                 f"got {layers}")
+    if not isinstance(cfg.BACKBONE_DCN_INTERVAL, int) or cfg.BACKBONE_DCN_INTERVAL < 1:
+        fail(f"BACKBONE_DCN_INTERVAL must be a positive integer, got "
+             f"{cfg.BACKBONE_DCN_INTERVAL!r}")
+    if not cfg.USE_MASKIOU:
+        return
+    channels = cfg.MASKIOU_CHANNELS
+    if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
+        fail(f"MASKIOU_CHANNELS needs positive channel counts, got {channels}")
+    if maskiou_output_size(cfg.PROTO_OUTPUT_SIZE, channels) < 1:
+        smallest = next(s for s in range(32, 4096, 2)
+                        if maskiou_output_size(2 * feature_sizes(s)[0], channels) >= 1)
+        fail(f"USE_MASKIOU: the mask-IoU net's {len(channels)} unpadded 3x3 stride-2 convs "
+             f"need a prototype of at least {2 ** (len(channels) + 1) - 1} px, but "
+             f"IMG_SIZE={cfg.IMG_SIZE} gives {cfg.PROTO_OUTPUT_SIZE} px; use IMG_SIZE >= "
+             f"{smallest}")
+    if cfg.MASKIOU_ALPHA < 0:
+        fail(f"MASKIOU_ALPHA must be >= 0, got {cfg.MASKIOU_ALPHA!r}")

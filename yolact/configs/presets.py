@@ -88,6 +88,42 @@ TINY = dataclasses.replace(
 )
 
 
+# ---- YOLACT++ (official data/config.py yolact_plus_base_config / yolact_plus_resnet50_config)
+# Three scales per level (i * 2 ** (j / 3) for j = 0, 1, 2), ratios 1, 1/2, 2: 9 anchors
+# per location, not square (`use_square_anchors` False, `preapply_sqrt` False).
+PLUS_ANCHOR_SCALES = tuple(tuple(i * 2 ** (j / 3.0) for j in range(3))
+                           for i in (24, 48, 96, 192, 384))
+_PLUS = dict(ANCHOR_SCALES=PLUS_ANCHOR_SCALES, USE_SQUARE_ANCHORS=False, USE_MASKIOU=True,
+             MASKIOU_ALPHA=25.0, RESCORE_MASK=True, RESCORE_BBOX=False, DISCARD_MASK_AREA=25)
+
+# resnet101_dcn_inter3_backbone: ResNetBackbone([3, 4, 23, 3], [0, 4, 23, 3], 3).
+YOLACT_PLUS_BASE = dataclasses.replace(
+    YOLACT_BASE, NAME="yolact_plus_base", BACKBONE_DCN_LAYERS=(0, 4, 23, 3),
+    BACKBONE_DCN_INTERVAL=3, **_PLUS)
+
+# resnet50_dcnv2_backbone: ResNetBackbone([3, 4, 6, 3], [0, 4, 6, 3]) (interval 1).
+YOLACT_PLUS_RESNET50 = dataclasses.replace(
+    YOLACT_RESNET50, NAME="yolact_plus_resnet50", BACKBONE_DCN_LAYERS=(0, 4, 6, 3),
+    BACKBONE_DCN_INTERVAL=1, **_PLUS)
+
+
+# Matches tests/fixtures/plus (the official YOLACT++ settings on the tiny network, 256 px:
+# the mask-IoU net needs a prototype of >= 63 px). Stages 2-4 have a deformable conv2.
+TINY_PLUS = dataclasses.replace(
+    TINY, NAME="tiny_plus", IMG_SIZE=256, BACKBONE_DCN_LAYERS=(0, 1, 1, 1),
+    BACKBONE_DCN_INTERVAL=1, **_PLUS)
+
+
+# The shapes preset with YOLACT++'s additions, for the same demo budget: 9 anchors per
+# location, deformable first 3x3 conv in the blocks of stages 2-4 (resnet_tiny is a
+# BasicBlock ResNet: this project's extension of the official Bottleneck-only DCN), and the
+# mask re-scoring net with its first four convs (a 128 px input has a 32 px prototype; the
+# official five need >= 63 px).
+SHAPES_PLUS = dataclasses.replace(
+    SHAPES, NAME="shapes_plus", BACKBONE_DCN_LAYERS=(0, 1, 1, 1), BACKBONE_DCN_INTERVAL=1,
+    MASKIOU_CHANNELS=(8, 16, 32, 64), **_PLUS)
+
+
 PRESETS = {
     "yolact_base": YOLACT_BASE,
     "coco": dataclasses.replace(YOLACT_BASE, NAME="coco"),
@@ -98,4 +134,8 @@ PRESETS = {
     "pascal": dataclasses.replace(YOLACT_RESNET50_PASCAL, NAME="pascal"),
     "shapes": SHAPES,
     "tiny": TINY,
+    "yolact_plus_base": YOLACT_PLUS_BASE,
+    "yolact_plus_resnet50": YOLACT_PLUS_RESNET50,
+    "tiny_plus": TINY_PLUS,
+    "shapes_plus": SHAPES_PLUS,
 }

@@ -13,20 +13,31 @@ class Instances:
 
     boxes: int32 [N, 4] x1, y1, x2, y2 (official sanitize + truncation);
     classes: int32 [N] 0-based foreground ids; scores: float32 [N] descending;
-    masks: uint8 [N, H, W] 0/1.
+    masks: uint8 [N, H, W] 0/1;
+    mask_scores: float32 [N] or None: YOLACT++'s re-scored mask confidences (score x the
+      predicted mask IoU, official postprocess with rescore_mask); None: the masks are
+      scored with `scores`, as in YOLACT.
     """
 
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
     masks: np.ndarray
+    mask_scores: np.ndarray | None = None
 
     def __len__(self):
         return len(self.scores)
 
+    @property
+    def display_scores(self) -> np.ndarray:
+        """The scores shown and thresholded when drawing: the mask scores where they exist
+        (official eval.py prep_display re-scores with the mask IoU), else `scores`."""
+        return self.scores if self.mask_scores is None else self.mask_scores
+
     def select(self, keep) -> "Instances":
         return Instances(self.boxes[keep], self.classes[keep], self.scores[keep],
-                         self.masks[keep])
+                         self.masks[keep],
+                         None if self.mask_scores is None else self.mask_scores[keep])
 
 
 def keep_official_json(boxes) -> np.ndarray:
@@ -42,7 +53,8 @@ def keep_official_json(boxes) -> np.ndarray:
 
 
 def instances_to_coco(image_id: int, inst, categories: dict) -> list:
-    """One image's Instances -> COCO result dicts (bbox xywh px, RLE mask)."""
+    """One image's Instances -> COCO result dicts (bbox xywh px, RLE mask; with YOLACT++
+    mask scores, `mask_score`, which the segm evaluation uses as the score)."""
     from pycocotools import mask as mask_util
 
     results = []
@@ -60,4 +72,6 @@ def instances_to_coco(image_id: int, inst, categories: dict) -> list:
             "score": float(inst.scores[k]),
             "segmentation": rle,
         })
+        if inst.mask_scores is not None:
+            results[-1]["mask_score"] = float(inst.mask_scores[k])
     return results

@@ -24,6 +24,7 @@ from yolact.detection.detector import DetectionParams, detect
 from yolact.detection.instances import Instances
 from yolact.detection.postprocess import assemble_masks, paste_masks, pixel_boxes
 from yolact.modeling import factory
+from yolact.modeling.maskiou import class_maskiou
 from yolact.ops.image import preprocess_images, resize_image
 
 
@@ -51,10 +52,13 @@ class Predictor:
 
     `network`: an alternative to the Keras model's forward pass with the same
     inputs and outputs, e.g. OnnxNetwork (then `model` may be None).
+    `maskiou_net`: YOLACT++'s mask re-scoring net (yolact.modeling.maskiou), by default
+    the model's; a config with USE_MASKIOU needs one (an exported network file carries
+    it beside, `yolact.serving.maskiou_file`).
     """
 
     def __init__(self, model, cfg, jit_compile: bool = True, network=None,
-                 **detection_overrides):
+                 maskiou_net=None, **detection_overrides):
         self.model = model
         self.cfg = cfg
         self.img_size, self.mean, self.std = cfg.IMG_SIZE, tuple(cfg.MEAN), tuple(cfg.STD)
@@ -63,6 +67,10 @@ class Predictor:
         self.params = dataclasses.replace(DetectionParams.from_config(cfg), **detection_overrides)
         if network is None and model is None:
             raise ValueError("Predictor needs a model or a network")
+        self.maskiou_net = maskiou_net or getattr(model, "maskiou_net", None)
+        if cfg.USE_MASKIOU and self.maskiou_net is None:
+            raise ValueError(f"config {cfg.NAME!r} is YOLACT++ (USE_MASKIOU) but the Predictor "
+                             f"got no mask-IoU net (maskiou_net=)")
         self._network = network or compile_fn(lambda x: self.model(x, training=False), None)
         self._detect = compile_fn(lambda outputs: detect(outputs, self.priors, self.params),
                                 jit_compile)
@@ -81,9 +89,9 @@ class Predictor:
         det["proto"] = outputs["proto"]
         return {k: ops.convert_to_numpy(v) for k, v in det.items()}
 
-    @staticmethod
-    def postprocess_one(det: dict, index: int, height: int, width: int) -> Instances:
-        """Masks and pixel boxes of image `index` of a batch at its original size."""
+    def postprocess_one(self, det: dict, index: int, height: int, width: int) -> Instances:
+        """Masks and pixel boxes of image `index` of a batch at its original size (and,
+        for YOLACT++, the mask scores re-scored by the mask-IoU net)."""
         n = int(det["num_detections"][index])
         if n == 0:
             return Instances(np.zeros((0, 4), np.int32), np.zeros((0,), np.int32),
@@ -93,11 +101,18 @@ class Predictor:
         lowres = assemble_masks(det["proto"][index:index + 1], det["coef"][index:index + 1, :n],
                                 det["boxes"][index:index + 1, :n])
         boxes = pixel_boxes(det["boxes"][index, :n], height, width)
+        classes = np.asarray(det["classes"][index, :n], np.int32)
+        scores = np.asarray(det["scores"][index, :n], np.float32)
+        lowres = ops.convert_to_numpy(lowres)[0]
+        mask_scores = None
+        if self.maskiou_net is not None and self.cfg.RESCORE_MASK:
+            maskiou = ops.convert_to_numpy(class_maskiou(self.maskiou_net, lowres, classes))
+            mask_scores = scores * maskiou.astype(np.float32)
+            if self.cfg.RESCORE_BBOX:  # official: both scores re-scored
+                scores = mask_scores
         return Instances(
-            boxes=ops.convert_to_numpy(boxes),
-            classes=np.asarray(det["classes"][index, :n], np.int32),
-            scores=np.asarray(det["scores"][index, :n], np.float32),
-            masks=paste_masks(ops.convert_to_numpy(lowres)[0], height, width),
+            boxes=ops.convert_to_numpy(boxes), classes=classes, scores=scores,
+            masks=paste_masks(lowres, height, width), mask_scores=mask_scores,
         )
 
     # ---- end to end ---------------------------------------------------------

@@ -13,7 +13,8 @@ Outputs in ``output_dir``:
   format: one line per instance, ``class x1 y1 x2 y2 ...`` (largest contour, normalized).
 Images are RGB in this pipeline; OpenCV's BGR is converted at the edges.
 Detections shown and saved: score > score_threshold (official ``prep_display``
-rule), then the top_k best.
+rule), then the top_k best; YOLACT++ shows and ranks them by the mask score (score x
+predicted mask IoU), as prep_display does.
 """
 
 from __future__ import annotations
@@ -68,11 +69,24 @@ def predict_batch(predictor, images, options: OutputOptions, pad_to: int = 0) ->
         inputs += [np.zeros_like(inputs[0])] * (pad_to - len(inputs))
     det = predictor.network_and_detect(np.concatenate(inputs))
     counts = np.array(det["num_detections"], np.int32, copy=True)
+    rescored = predictor.maskiou_net is not None and predictor.cfg.RESCORE_MASK
     for i in range(len(images)):
         n = int(np.sum(det["scores"][i, :counts[i]] > options.score_threshold))
-        counts[i] = min(n, options.top_k) if options.top_k > 0 else n
+        counts[i] = min(n, options.top_k) if options.top_k > 0 and not rescored else n
     det = dict(det, num_detections=counts)
-    return [predictor.postprocess_one(det, i, *im.shape[:2]) for i, im in enumerate(images)]
+    out = [predictor.postprocess_one(det, i, *im.shape[:2]) for i, im in enumerate(images)]
+    if rescored:  # official prep_display: re-scored, sorted again, then top_k and threshold
+        out = [_rescored_top(inst, options) for inst in out]
+    return out
+
+
+def _rescored_top(inst, options: OutputOptions):
+    """YOLACT++: the detections by mask score (score x predicted mask IoU), the top_k
+    best, those > score_threshold (official eval.py prep_display)."""
+    order = np.argsort(-inst.display_scores, kind="stable")
+    if options.top_k > 0:
+        order = order[:options.top_k]
+    return inst.select(order[inst.display_scores[order] > options.score_threshold])
 
 
 def _safe(text: str) -> str:
@@ -91,7 +105,8 @@ class ResultWriter:
         from yolact.utils.drawing import draw_instances
 
         o = self.options
-        return draw_instances(image_rgb, inst.boxes, inst.classes, inst.scores, inst.masks,
+        return draw_instances(image_rgb, inst.boxes, inst.classes, inst.display_scores,
+                              inst.masks,
                               self.class_names, show_boxes=o.show_boxes,
                               show_masks=o.show_masks, show_labels=o.show_labels)
 
@@ -125,7 +140,7 @@ class ResultWriter:
         prefix = "" if frame is None else f"frame{frame:06d}_"
         for k in range(len(inst)):
             name = self.class_names[int(inst.classes[k])]
-            path = os.path.join(folder, f"{prefix}{k:03d}_{_safe(name)}_{inst.scores[k]:.2f}.png")
+            path = os.path.join(folder, f"{prefix}{k:03d}_{_safe(name)}_{inst.display_scores[k]:.2f}.png")
             write_image_atomic(path, inst.masks[k] * np.uint8(255))
 
     def _record(self, file_name, size, inst, frame):

@@ -85,7 +85,9 @@ def coco_metrics(coco_gt, results: list, image_ids=None, class_names=None,
 
     Args:
       coco_gt: pycocotools COCO object (or path to its json).
-      results: COCO result dicts (with 'bbox' and 'segmentation').
+      results: COCO result dicts (with 'bbox' and 'segmentation'; a 'mask_score', when
+        present, is the score of the segmentation: official eval.py scores YOLACT++
+        boxes and masks separately).
       image_ids: restrict evaluation to these images (default: every GT image).
     Returns:
       {"bbox": {AP, AP50, ...}, "segm": {...}, "per_class": {name: {"bbox": AP, "segm": AP}}}
@@ -111,7 +113,9 @@ def coco_metrics(coco_gt, results: list, image_ids=None, class_names=None,
                 metrics["per_class"][names[c]][iou_type] = 0.0
             continue
         with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes([dict(r) for r in results])
+            scored = (lambda r: dict(r, score=r.get("mask_score", r["score"]))) \
+                if iou_type == "segm" else dict
+            coco_dt = coco_gt.loadRes([scored(r) for r in results])
             evaluator = COCOeval(coco_gt, coco_dt, iou_type)
             if image_ids is not None:
                 evaluator.params.imgIds = sorted(int(i) for i in image_ids)

@@ -188,10 +188,9 @@ def _draw_batch(predictor, images) -> list:
     out = []
     for inst, image in zip(predictor.predict_normalized(images, [(size, size)] * len(images)),
                            np.asarray(images)):
-        keep = inst.scores >= 0.3
-        inst = inst.select(keep)
+        inst = inst.select(inst.display_scores >= 0.3)
         out.append(draw_instances(denormalize_image(image, predictor.mean, predictor.std),
-                                  inst.boxes, inst.classes, inst.scores, inst.masks,
+                                  inst.boxes, inst.classes, inst.display_scores, inst.masks,
                                   predictor.class_names))
     return out
 

@@ -2,7 +2,10 @@
 
 Four terms: Smooth-L1 box loss over positives, softmax class loss with online
 hard-negative mining (OHEM), mask BCE on sigmoid(protos @ coef) cropped to the
-matched GT box and normalized by its area, and semantic-segmentation BCE.
+matched GT box and normalized by its area, and semantic-segmentation BCE. YOLACT++
+adds a fifth, the mask-IoU loss (official `MultiBoxLoss.mask_iou_loss`, term 'I'):
+the mask re-scoring net's prediction on each trained positive's cropped mask against
+the IoU of that mask (> 0.5) with its GT at prototype resolution (`maskiou_loss_sum`).
 
 Multi-replica training needs the positive count summed over every replica
 before dividing, so the loss comes in two steps:
@@ -45,6 +48,8 @@ class LossParams:
     neg_pos_ratio: OHEM negatives kept per positive, per image.
     masks_to_train: most positives per image used by the mask loss.
     weight_*: multipliers of the four terms (official 1, 1.5, 6.125, 1).
+    maskiou_alpha, discard_mask_area: YOLACT++ mask-IoU loss weight (official 25) and the
+      GT area at prototype resolution a mask needs to train it (official 25; -1: all).
     """
 
     num_classes: int
@@ -54,6 +59,8 @@ class LossParams:
     weight_box: float = 1.5
     weight_mask: float = 6.125
     weight_seg: float = 1.0
+    maskiou_alpha: float = 25.0
+    discard_mask_area: float = -1.0
 
     @classmethod
     def from_config(cls, cfg) -> "LossParams":
@@ -61,7 +68,8 @@ class LossParams:
         return cls(num_classes=cfg.NUM_CLASSES, neg_pos_ratio=cfg.NEG_POS_RATIO,
                    masks_to_train=cfg.MASKS_TO_TRAIN, weight_cls=cfg.LOSS_WEIGHT_CLS,
                    weight_box=cfg.LOSS_WEIGHT_BOX, weight_mask=cfg.LOSS_WEIGHT_MASK,
-                   weight_seg=cfg.LOSS_WEIGHT_SEG)
+                   weight_seg=cfg.LOSS_WEIGHT_SEG, maskiou_alpha=cfg.MASKIOU_ALPHA,
+                   discard_mask_area=cfg.DISCARD_MASK_AREA)
 
 
 
@@ -175,6 +183,45 @@ def _masked_bce(logits, target, inside):
     return ops.where(inside, bce, -_LOG_CLAMP * target)
 
 
+def trained_masks(proto, coef, cls_targets, match_idx, gt_boxes, gt_masks, masks_to_train,
+                  seed=None) -> dict:
+    """The positives the mask loss trains and their predicted and GT masks (shared by the
+    mask loss and YOLACT++'s mask-IoU loss, which trains on the same subset).
+
+    Returns a dict: logits, target, inside (the GT-box crop) float/bool [B, Hp, Wp, k];
+    boxes [B, k, 4]; select (prior indices), valid [B, k]; scale [B] (the masks_to_train
+    rescaling, see `_select_mask_priors`).
+    """
+    from yolact.ops.masks import crop_masks
+
+    ops = get_ops()
+    num_gt = gt_boxes.shape[1]
+    positive = ops.cast(cls_targets, "int32") > 0
+    select, valid, scale = _select_mask_priors(positive, masks_to_train, seed)
+    gt_index = ops.clip(ops.take_along_axis(ops.cast(match_idx, "int32"), select, axis=1),
+                        0, num_gt - 1)
+    sel_coef = gather_rows(coef, select)  # [B, k, K]
+    boxes = gather_rows(gt_boxes, gt_index)  # [B, k, 4]
+    target = ops.transpose(gather_rows(gt_masks, gt_index), (0, 2, 3, 1))  # [B, Hp, Wp, k]
+    logits = ops.einsum("bhwd,bnd->bhwn", proto, sel_coef)
+    inside = crop_masks(ops.ones_like(logits), boxes) > 0.5
+    return {"logits": logits, "target": target, "inside": inside, "boxes": boxes,
+            "select": select, "valid": valid, "scale": scale}
+
+
+def mask_loss_from(trained) -> object:
+    """The summed mask loss of `trained_masks`'s positives -> scalar."""
+    ops = get_ops()
+    height, width = trained["logits"].shape[1], trained["logits"].shape[2]
+    boxes, valid = trained["boxes"], trained["valid"]
+    per_mask = ops.sum(_masked_bce(trained["logits"], trained["target"], trained["inside"]),
+                       axis=(1, 2))  # [B, k]
+    area = (boxes[..., 2] - boxes[..., 0]) * width * ((boxes[..., 3] - boxes[..., 1]) * height)
+    area = ops.where(valid, ops.maximum(area, 1e-6), 1.0)
+    per_mask = ops.where(valid, per_mask / area, 0.0)
+    return ops.sum(per_mask * trained["scale"][:, None])
+
+
 def mask_loss_sum(proto, coef, cls_targets, match_idx, gt_boxes, gt_masks,
                   masks_to_train, seed=None):
     """Official lincomb mask loss, summed over the trained positives -> scalar.
@@ -189,25 +236,49 @@ def mask_loss_sum(proto, coef, cls_targets, match_idx, gt_boxes, gt_masks,
       masks_to_train: int; seed: int, keras.random.SeedGenerator or None (used
         only when an image may have more positives than masks_to_train).
     """
-    from yolact.ops.masks import crop_masks
+    return mask_loss_from(trained_masks(proto, coef, cls_targets, match_idx, gt_boxes,
+                                        gt_masks, masks_to_train, seed))
+
+
+def maskiou_targets(trained, cls_targets, discard_mask_area):
+    """YOLACT++ mask-IoU training inputs of `trained_masks`'s positives (official
+    `lincomb_mask_loss`, `use_maskiou` branch).
+
+    Returns (masks [B*k, Hp, Wp]: the cropped sigmoid masks, the net's input, gradients
+    flowing as in the official code; iou [B*k]: IoU of masks > 0.5 with the GT mask;
+    labels int32 [B*k]: 0-based class; used bool [B*k]: valid positives whose GT area at
+    prototype resolution > discard_mask_area).
+    """
+    ops = get_ops()
+    target, inside = trained["target"], trained["inside"]
+    masks = ops.where(inside, ops.sigmoid(trained["logits"]), 0.0)  # official crop(sigmoid)
+    binary = ops.cast(masks > 0.5, "float32")
+    inter = ops.sum(binary * target, axis=(1, 2))
+    union = ops.sum(binary, axis=(1, 2)) + ops.sum(target, axis=(1, 2)) - inter
+    iou = ops.stop_gradient(inter / ops.maximum(union, 1e-12))  # [B, k]
+    used = trained["valid"]
+    if discard_mask_area > 0:
+        used = ops.logical_and(used, ops.sum(target, axis=(1, 2)) > discard_mask_area)
+    labels = ops.take_along_axis(ops.cast(cls_targets, "int32"), trained["select"], axis=1) - 1
+    hp, wp = masks.shape[1], masks.shape[2]
+    flat = lambda x: ops.reshape(x, (-1,))  # noqa: E731
+    masks = ops.reshape(ops.transpose(masks, (0, 3, 1, 2)), (-1, hp, wp))
+    return masks, flat(iou), flat(ops.maximum(labels, 0)), flat(used)
+
+
+def maskiou_loss_sum(trained, cls_targets, maskiou_net, discard_mask_area):
+    """Official `mask_iou_loss` before the alpha and the num_pos normalization:
+    smooth L1 (beta 1) between the net's prediction at each positive's class and the
+    IoU target, summed over the used positives -> scalar."""
+    from yolact.modeling.maskiou import class_maskiou
 
     ops = get_ops()
-    height, width = proto.shape[1], proto.shape[2]
-    num_gt = gt_boxes.shape[1]
-    positive = ops.cast(cls_targets, "int32") > 0
-    select, valid, scale = _select_mask_priors(positive, masks_to_train, seed)
-    gt_index = ops.clip(ops.take_along_axis(ops.cast(match_idx, "int32"), select, axis=1),
-                        0, num_gt - 1)
-    sel_coef = gather_rows(coef, select)  # [B, k, K]
-    boxes = gather_rows(gt_boxes, gt_index)  # [B, k, 4]
-    target = ops.transpose(gather_rows(gt_masks, gt_index), (0, 2, 3, 1))  # [B, Hp, Wp, k]
-    logits = ops.einsum("bhwd,bnd->bhwn", proto, sel_coef)
-    inside = crop_masks(ops.ones_like(logits), boxes) > 0.5
-    per_mask = ops.sum(_masked_bce(logits, target, inside), axis=(1, 2))  # [B, k]
-    area = (boxes[..., 2] - boxes[..., 0]) * width * ((boxes[..., 3] - boxes[..., 1]) * height)
-    area = ops.where(valid, ops.maximum(area, 1e-6), 1.0)
-    per_mask = ops.where(valid, per_mask / area, 0.0)
-    return ops.sum(per_mask * scale[:, None])
+    masks, iou, labels, used = maskiou_targets(trained, cls_targets, discard_mask_area)
+    predicted = class_maskiou(maskiou_net, masks, labels)
+    diff = predicted - iou
+    absd = ops.abs(diff)
+    smooth = ops.where(absd < 1.0, 0.5 * diff * diff, absd - 0.5)
+    return ops.sum(ops.where(used, smooth, 0.0))
 
 
 def semantic_loss_sum(seg_logits, seg_targets):
@@ -221,16 +292,18 @@ def semantic_loss_sum(seg_logits, seg_targets):
     return ops.sum(bce) / float(seg_logits.shape[1] * seg_logits.shape[2])
 
 
-def loss_terms(targets, outputs, params, seed=None):
+def loss_terms(targets, outputs, params, seed=None, maskiou_net=None):
     """Per-replica weighted loss sums and counts (not yet normalized).
 
     Args:
       targets: dict (see module docstring); outputs: model output dict.
       params: LossParams. seed: for the masks_to_train subset (see mask_loss_sum).
+      maskiou_net: YOLACT++'s mask re-scoring net (the model's `maskiou_net`); given, the
+        terms include maskiou_sum.
     Returns:
       dict of float32 scalars: box_sum, cls_sum, mask_sum, seg_sum (each already
-      multiplied by its weight), num_pos (positives in this batch) and
-      batch_size.
+      multiplied by its weight; maskiou_sum with a maskiou_net), num_pos (positives in
+      this batch) and batch_size.
     """
     ops = get_ops()
     cls_targets = ops.cast(targets["cls_targets"], "int32")
@@ -241,10 +314,12 @@ def loss_terms(targets, outputs, params, seed=None):
                          f"{params.num_classes + 1}")
     box = box_loss_sum(outputs["loc"], targets["box_targets"], positive)
     cls = class_loss_sum(conf, cls_targets, params.neg_pos_ratio)
-    mask = mask_loss_sum(outputs["proto"], outputs["coef"], cls_targets, targets["match_idx"],
-                         targets["gt_boxes"], targets["gt_masks"], params.masks_to_train, seed)
+    trained = trained_masks(outputs["proto"], outputs["coef"], cls_targets,
+                            targets["match_idx"], targets["gt_boxes"], targets["gt_masks"],
+                            params.masks_to_train, seed)
+    mask = mask_loss_from(trained)
     seg = semantic_loss_sum(outputs["seg"], targets["seg_targets"])
-    return {
+    terms = {
         "box_sum": params.weight_box * box,
         "cls_sum": params.weight_cls * cls,
         "mask_sum": params.weight_mask * mask,
@@ -252,13 +327,18 @@ def loss_terms(targets, outputs, params, seed=None):
         "num_pos": ops.sum(ops.cast(positive, "float32")),
         "batch_size": ops.cast(ops.shape(cls_targets)[0], "float32"),
     }
+    if maskiou_net is not None:
+        terms["maskiou_sum"] = params.maskiou_alpha * maskiou_loss_sum(
+            trained, cls_targets, maskiou_net, params.discard_mask_area)
+    return terms
 
 
 def combine(terms, num_pos=None, batch_size=None):
     """Normalize summed terms: box/cls/mask / max(num_pos, 1), seg / batch_size.
 
     num_pos, batch_size: global (all-replica) counts; default: those in `terms`.
-    Returns dict of float32 scalars box, cls, mask, seg and total (their sum).
+    Returns dict of float32 scalars box, cls, mask, seg (maskiou when the terms have
+    it, / num_pos too) and total (their sum).
     """
     ops = get_ops()
     num_pos = terms["num_pos"] if num_pos is None else num_pos
@@ -272,12 +352,15 @@ def combine(terms, num_pos=None, batch_size=None):
         "seg": terms["seg_sum"] / batch_size,
     }
     out["total"] = out["box"] + out["cls"] + out["mask"] + out["seg"]
+    if "maskiou_sum" in terms:
+        out["maskiou"] = terms["maskiou_sum"] / num_pos
+        out["total"] = out["total"] + out["maskiou"]
     return out
 
 
-def compute_loss(targets, outputs, params, seed=None):
+def compute_loss(targets, outputs, params, seed=None, maskiou_net=None):
     """Single-device loss: `combine(loss_terms(...))` -> dict box/cls/mask/seg/total."""
-    return combine(loss_terms(targets, outputs, params, seed))
+    return combine(loss_terms(targets, outputs, params, seed, maskiou_net))
 
 
 class YolactLoss:
@@ -288,17 +371,18 @@ class YolactLoss:
     with an explicit seed instead (stateful generators need a StatelessScope).
     """
 
-    def __init__(self, params: LossParams, seed: int | None = None):
+    def __init__(self, params: LossParams, seed: int | None = None, maskiou_net=None):
         import keras
 
         self.params = params
+        self.maskiou_net = maskiou_net
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def terms(self, targets, outputs):
         """Per-replica sums and counts (see `loss_terms`)."""
         num_priors = outputs["conf"].shape[1]
         seed = self.seed_generator if self.params.masks_to_train < num_priors else None
-        return loss_terms(targets, outputs, self.params, seed)
+        return loss_terms(targets, outputs, self.params, seed, self.maskiou_net)
 
     def __call__(self, targets, outputs):
         return combine(self.terms(targets, outputs))

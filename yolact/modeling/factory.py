@@ -27,6 +27,10 @@ def model_args(cfg) -> dict:
         "head_channels": cfg.HEAD_CHANNELS,
         "num_mask": cfg.NUM_MASK,
         "num_anchors": cfg.NUM_ANCHORS,
+        "dcn_layers": cfg.BACKBONE_DCN_LAYERS,
+        "dcn_interval": cfg.BACKBONE_DCN_INTERVAL,
+        "use_maskiou": cfg.USE_MASKIOU,
+        "maskiou_channels": cfg.MASKIOU_CHANNELS,
     }
 
 

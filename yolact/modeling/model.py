@@ -10,8 +10,12 @@ Output dict (all float32; P = number of priors, A anchors per location):
 Rows of loc/conf/coef: level P3..P7, then row (y), column (x), anchor -- the
 order of yolact.ops.anchors.generate_priors.
 
+YOLACT++ (`use_maskiou`, `dcn_layers`): deformable 3x3 convs in the backbone and the
+mask re-scoring net `maskiou_net` (yolact.modeling.maskiou), which detection and the loss
+run on the cropped masks; the forward pass's outputs are the same.
+
 Sub-layers carry the official module names (`backbone`, `fpn`, `proto_net`,
-`prediction_layers.0`, `semantic_seg_conv`), so `model.torch_layers()` maps
+`prediction_layers.0`, `semantic_seg_conv`, `maskiou_net`), so `model.torch_layers()` maps
 official state_dict prefixes to Keras layers (see yolact/weights/official.py).
 """
 
@@ -26,6 +30,7 @@ from yolact.modeling.backbones import build_backbone
 from yolact.modeling.fpn import FPN
 from yolact.modeling.head import PredictionHead
 from yolact.modeling.layers import TorchConv2D, nhwc
+from yolact.modeling.maskiou import FastMaskIoUNet
 from yolact.modeling.protonet import ProtoNet
 from yolact.modeling.torch_names import named_torch_layers
 from yolact.utils.keras_compat import sublayers
@@ -37,7 +42,9 @@ class YolactModel(keras.Model):
 
     def __init__(self, num_classes, backbone="resnet101", backbone_blocks=None,
                  backbone_attention=None, fpn_channels=256, protonet_channels=256,
-                 head_channels=256, num_mask=32, num_anchors=3, freeze_bn=False, **kwargs):
+                 head_channels=256, num_mask=32, num_anchors=3, freeze_bn=False,
+                 dcn_layers=None, dcn_interval=1, use_maskiou=False,
+                 maskiou_channels=(8, 16, 32, 64, 128), **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.backbone_name = backbone
@@ -46,12 +53,21 @@ class YolactModel(keras.Model):
         self.fpn_channels, self.protonet_channels = int(fpn_channels), int(protonet_channels)
         self.head_channels, self.num_mask = int(head_channels), int(num_mask)
         self.num_anchors = int(num_anchors)
-        self.backbone = build_backbone(backbone, self.backbone_blocks, backbone_attention)
+        self.dcn_layers = tuple(dcn_layers) if dcn_layers else None
+        self.dcn_interval = int(dcn_interval)
+        self.use_maskiou = bool(use_maskiou)
+        self.maskiou_channels = tuple(maskiou_channels)
+        self.backbone = build_backbone(backbone, self.backbone_blocks, backbone_attention,
+                                       dcn_layers=self.dcn_layers,
+                                       dcn_interval=self.dcn_interval)
         self.fpn = FPN(self.fpn_channels, name="fpn")
         self.proto_net = ProtoNet(self.protonet_channels, self.num_mask, name="proto_net")
         self.head = PredictionHead(self.num_classes + 1, self.num_anchors, self.num_mask,
                                    self.head_channels, name="prediction_layers.0")
         self.semantic_seg_conv = TorchConv2D(self.num_classes, 1, name="semantic_seg_conv")
+        # YOLACT++: run on each detection's cropped mask by detection and the loss.
+        self.maskiou_net = (FastMaskIoUNet(self.num_classes, self.maskiou_channels,
+                                           name="maskiou_net") if self.use_maskiou else None)
         self.freeze_bn = False
         if freeze_bn:
             self.freeze_batchnorm(True)
@@ -66,6 +82,8 @@ class YolactModel(keras.Model):
         self.proto_net.build(nhwc(self.fpn_channels))
         self.head.build([nhwc(self.fpn_channels)] * (3 + self.fpn.num_downsample))
         self.semantic_seg_conv.build(nhwc(self.fpn_channels))
+        if self.maskiou_net is not None:
+            self.maskiou_net.build()
 
     def get_config(self):
         return {
@@ -80,6 +98,10 @@ class YolactModel(keras.Model):
             "num_mask": self.num_mask,
             "num_anchors": self.num_anchors,
             "freeze_bn": self.freeze_bn,
+            "dcn_layers": self.dcn_layers,
+            "dcn_interval": self.dcn_interval,
+            "use_maskiou": self.use_maskiou,
+            "maskiou_channels": self.maskiou_channels,
         }
 
     @classmethod
@@ -132,10 +154,14 @@ class YolactModel(keras.Model):
 
     def class_dependent_layers(self) -> dict:
         """The layers whose shapes depend on NUM_CLASSES (skipped when fine-tuning)."""
-        return {
+        layers = {
             f"{self.head.name}.conf_layer": self.head.conf_layer,
             self.semantic_seg_conv.name: self.semantic_seg_conv,
         }
+        if self.maskiou_net is not None:  # one output per class
+            last = self.maskiou_net.convs[-1]
+            layers[f"maskiou_net.{last.name}"] = last
+        return layers
 
 
 def count_parameters(model, include_semantic: bool = True) -> int:

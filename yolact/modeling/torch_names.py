@@ -44,12 +44,18 @@ def named_torch_layers(root, prefix: str = "") -> dict:
         if isinstance(child, _WEIGHTED):
             out[path] = child
         else:
+            if callable(getattr(child, "torch_params", None)):  # own weights + children (DCN)
+                out[path] = child
             out.update(named_torch_layers(child, prefix=path + "."))
     return out
 
 
 def torch_params(layer) -> dict:
-    """{torch parameter suffix: (keras variable, torch->keras transpose or None)}."""
+    """{torch parameter suffix: (keras variable, torch->keras transpose or None)}.
+
+    A layer with its own `torch_params()` method (the deformable conv) names its own."""
+    if callable(getattr(layer, "torch_params", None)):
+        return layer.torch_params()
     if isinstance(layer, keras.layers.BatchNormalization):
         return {
             "weight": (layer.gamma, None),

@@ -12,6 +12,9 @@
       openvino      model.xml, model.bin         (the network; OpenVINO, fp32 or bf16 at run time)
       openvino_int8 model_int8.xml, .bin         (NNCF post-training int8, calibrated)
 
+YOLACT++ models also get maskiou_net.npz (the mask re-scoring net, which runs after
+detection: `yolact.weights.maskiou`); the SavedModel has it in its graph.
+
 The int8 formats are calibrated on real images of the TFRecord train split
 (`calibration`: the images, or a function returning them, called once and only when an int8
 format is asked for; `yolact.serving.calibration.calibration_images`).
@@ -157,6 +160,10 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
     calibration = _once(calibration)
     try:
         cfg.to_json(os.path.join(tmp_dir, "config.json"))
+        if cfg.USE_MASKIOU:  # YOLACT++: the re-scoring net runs after the network files
+            from yolact.weights.maskiou import write_maskiou
+
+            write_maskiou(model, tmp_dir)
         for name in formats:
             report = _write(model, cfg, name, tmp_dir, verbose, calibration)
             if report is not None:

@@ -22,7 +22,9 @@ Signatures (B images, D = MAX_NUM_DETECTION, S = IMG_SIZE, Hp x Wp = prototype s
   as for every other network file: `SavedModelNetwork`).
 The first three return (padded to D detections, sorted by score):
   num_detections int32 [B]; boxes int32 [B, D, 4] x1, y1, x2, y2 in original
-  pixels; classes int32 [B, D] 0-based; scores float32 [B, D];
+  pixels; classes int32 [B, D] 0-based; scores float32 [B, D]; YOLACT++ models also
+  mask_scores float32 [B, D] (score x the mask re-scoring net's IoU, the score of the
+  mask as official eval.py uses it);
   masks uint8 [B, D, Hmax, Wmax] 0/1, image b in the top-left [h_b, w_b]
   corner (Hmax, Wmax = largest size in the batch); image_sizes int32 [B, 2].
 serving_compact returns the same except ``masks``: masks_lowres uint8 [B, D, Hp, Wp],
@@ -106,12 +108,15 @@ def full_size_masks(lowres, sizes):
     return tf.cast(masks > 0.5, tf.uint8)
 
 
-def detections_to_outputs(det, proto, sizes, compact: bool = False):
+def detections_to_outputs(det, proto, sizes, compact: bool = False, maskiou_net=None,
+                          rescore_bbox: bool = False):
     """Detections + prototypes -> the serving outputs (see the module docstring).
 
     det: `yolact.detection.detect` output; proto: float32 [B, Hp, Wp, K];
     sizes: int32 [B, 2] original (height, width). compact: masks_lowres uint8
     [B, D, Hp, Wp] round(255 * p) (serving_compact) instead of the full-size masks.
+    maskiou_net (YOLACT++ with RESCORE_MASK): adds mask_scores float32 [B, D] = score x
+    the predicted IoU of each cropped mask; rescore_bbox: `scores` re-scored too.
     """
     from yolact.detection.postprocess import assemble_masks
 
@@ -122,11 +127,24 @@ def detections_to_outputs(det, proto, sizes, compact: bool = False):
     boxes = pixel_boxes_batch(det["boxes"], sizes) * tf.cast(valid, tf.int32)[..., None]
     masks = ({"masks_lowres": tf.cast(tf.round(lowres * 255.0), tf.uint8)} if compact
              else {"masks": full_size_masks(lowres, sizes)})
+    scores = tf.cast(det["scores"], tf.float32)
+    rescored = {}
+    if maskiou_net is not None:
+        from yolact.modeling.maskiou import class_maskiou
+
+        hp, wp = lowres.shape[2], lowres.shape[3]
+        iou = class_maskiou(maskiou_net, tf.reshape(lowres, [-1, hp, wp]),
+                            tf.reshape(tf.cast(det["classes"], tf.int32), [-1]))
+        mask_scores = scores * tf.reshape(iou, tf.shape(scores)) * tf.cast(valid, tf.float32)
+        rescored["mask_scores"] = mask_scores
+        if rescore_bbox:
+            scores = mask_scores
     return {
         "num_detections": tf.cast(det["num_detections"], tf.int32),
         "boxes": boxes,
         "classes": tf.cast(det["classes"], tf.int32),
-        "scores": tf.cast(det["scores"], tf.float32),
+        "scores": scores,
+        **rescored,
         **masks,
         "image_sizes": tf.cast(sizes, tf.int32),
     }
@@ -325,7 +343,10 @@ def build_archive(model, cfg, predictor=None):
         outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
                                   cfg.NUM_MASK)
         det = detect(outputs, priors, params)
-        return detections_to_outputs(det, outputs["proto"], image_sizes, compact)
+        return detections_to_outputs(det, outputs["proto"], image_sizes, compact,
+                                     maskiou_net=predictor.maskiou_net
+                                     if cfg.RESCORE_MASK else None,
+                                     rescore_bbox=cfg.RESCORE_BBOX)
 
     def from_preprocessed(images, image_sizes):
         return serve(*checked_preprocessed(images, image_sizes, size))

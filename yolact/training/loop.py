@@ -20,7 +20,7 @@ from yolact.training.guards import (
     check_run_folder,
     clean_checkpoint_dir,
 )
-from yolact.training.trainer import LOSS_KEYS, Trainer, TrainOptions
+from yolact.training.trainer import Trainer, TrainOptions
 from yolact.utils.console import one_line
 from yolact.utils.io import atomic_path, write_json_atomic
 
@@ -107,7 +107,7 @@ def train(cfg, options: TrainOptions, evaluate_fn=None, dataset_fn=None) -> dict
                 rate = seen / max(time.time() - tick, 1e-9)
                 tick, seen = time.time(), 0
                 lr = trainer.learning_rate()
-                bar.set_postfix({**{k: f"{losses[k]:.3f}" for k in LOSS_KEYS},
+                bar.set_postfix({**{k: f"{losses[k]:.3f}" for k in trainer.loss_keys},
                                  "lr": f"{lr:.1e}", "img/s": f"{rate:.1f}"})
                 _write_scalars(writer, step, {**losses, "lr": lr, "images_per_sec": rate,
                                               "skipped_steps": divergence.skipped},

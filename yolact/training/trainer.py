@@ -28,6 +28,7 @@ from yolact.weights.backbone import load_backbone_weights
 from yolact.weights.checkpoints import checkpoint_objects
 
 LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
+PLUS_LOSS_KEYS = ("box", "cls", "mask", "seg", "maskiou", "total")  # YOLACT++
 
 
 @dataclasses.dataclass
@@ -172,6 +173,7 @@ class Trainer:
         self.per_replica_batch = options.batch_size // replicas
         self.loss_params = LossParams.from_config(cfg)
         self.precision = options.mixed_precision  # None (float32), "float16", "bfloat16"
+        self.loss_keys = PLUS_LOSS_KEYS if cfg.USE_MASKIOU else LOSS_KEYS
         self.loss_scaled = uses_loss_scaling(self.precision)
         with self.strategy.scope():
             # The layers take the policy while they are built; the global one is untouched.
@@ -255,7 +257,8 @@ class Trainer:
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
             outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
-            terms = loss_terms(batch, outputs, self.loss_params, seed=seed)
+            terms = loss_terms(batch, outputs, self.loss_params, seed=seed,
+                               maskiou_net=self.model.maskiou_net)
             num_pos = _all_reduce_sum(terms["num_pos"])
             batch_size = _all_reduce_sum(terms["batch_size"])
             losses = combine(terms, num_pos, batch_size)
@@ -280,7 +283,7 @@ class Trainer:
             self.optimizer.iterations.assign_add(tf.cast(bad, tf.int64))
         self.skipped.assign_add(tf.cast(bad, tf.int64))
         # Per-replica losses already use the global normalizers: their sum is the loss.
-        return {k: losses[k] for k in LOSS_KEYS}
+        return {k: losses[k] for k in self.loss_keys}
 
     def train_step(self, iterator):
         """One optimizer step on the next global batch; returns the summed losses."""

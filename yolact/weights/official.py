@@ -4,9 +4,12 @@ Mapping: official state_dict keys (`Yolact.state_dict`, official yolact.py) equa
 `model.torch_layers()` paths + `.weight/.bias/.running_mean/.running_var`; conv weights
 [out, in, kh, kw] become HWIO and BN weight/bias/running_* become gamma/beta/moving_*.
 Ignored: `num_batches_tracked`, legacy `backbone.layer*` (no s) and
-`fpn.downsample_layers.N` beyond the model's two. YOLACT++ keys (DCN
-`conv_offset_mask`, `maskiou_net`) raise `UnsupportedCheckpointError`; any other
-unknown, missing or mis-shaped key raises `CheckpointMismatchError`. The command line
+`fpn.downsample_layers.N` beyond the model's two. YOLACT++ checkpoints (DCN
+`conv_offset_mask`, `maskiou_net` keys: official `yolact_plus_base_54_800000.pth`,
+`yolact_plus_resnet50_54_800000.pth`) load into the YOLACT++ presets; given to a plain
+YOLACT model (or a plain checkpoint to a YOLACT++ model) they raise
+`PresetMismatchError` naming the preset to use; any other unknown, missing or mis-shaped
+key raises `CheckpointMismatchError`. The command line
 is `python -m yolact.cli.convert`.
 """
 
@@ -22,8 +25,8 @@ _YOLACT_PLUS_MARKERS = ("conv_offset_mask", "maskiou_net")
 _LIST_LIMIT = 20
 
 
-class UnsupportedCheckpointError(ValueError):
-    """The checkpoint needs layers this project does not implement (YOLACT++)."""
+class PresetMismatchError(ValueError):
+    """A YOLACT++ checkpoint for a plain YOLACT model, or the reverse."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -36,18 +39,38 @@ def _listing(title: str, items) -> str:
     return f"{title} ({len(items)}): " + ", ".join(items[:_LIST_LIMIT]) + more
 
 
-def filter_official_state(state: dict, num_downsample: int = 2) -> tuple:
+def _depth(state: dict) -> str:
+    """'ResNet-101' when the checkpoint's third stage has 23 blocks, else 'ResNet-50'."""
+    return "ResNet-101" if any(k.startswith("backbone.layers.2.22.") for k in state) \
+        else "ResNet-50"
+
+
+def check_plus(state: dict, plus_model: bool) -> None:
+    """PresetMismatchError when a YOLACT++ checkpoint meets a plain YOLACT model or the
+    reverse, naming the preset to use."""
+    plus = [k for k in state if any(m in k for m in _YOLACT_PLUS_MARKERS)]
+    if plus and not plus_model:
+        preset = "yolact_plus_base" if _depth(state) == "ResNet-101" else "yolact_plus_resnet50"
+        raise PresetMismatchError(
+            f"this is a YOLACT++ checkpoint ({_depth(state)} with deformable convs / mask "
+            f"re-scoring) but the config builds a plain YOLACT: use -name {preset} (or a "
+            f"config with BACKBONE_DCN_LAYERS and USE_MASKIOU); " +
+            _listing("YOLACT++ keys", plus))
+    if plus_model and not plus and any(k.startswith("backbone.") for k in state):
+        preset = "yolact_base" if _depth(state) == "ResNet-101" else "yolact_resnet50"
+        raise PresetMismatchError(
+            f"this is a plain YOLACT checkpoint ({_depth(state)}, no conv_offset_mask / "
+            f"maskiou_net keys) but the config builds YOLACT++: use -name {preset}")
+
+
+def filter_official_state(state: dict, num_downsample: int = 2, plus_model: bool = False
+                          ) -> tuple:
     """Drop the entries the official `load_weights` drops.
 
-    Returns (kept {key: array}, ignored [keys]). Raises UnsupportedCheckpointError
-    on YOLACT++ keys.
+    Returns (kept {key: array}, ignored [keys]). Raises PresetMismatchError on YOLACT++
+    keys for a plain model (`plus_model` False) and the reverse.
     """
-    plus = [k for k in state if any(m in k for m in _YOLACT_PLUS_MARKERS)]
-    if plus:
-        raise UnsupportedCheckpointError(
-            "this is a YOLACT++ checkpoint (deformable convs / mask rescoring), which is "
-            "not supported yet; " + _listing("YOLACT++ keys", plus)
-        )
+    check_plus(state, plus_model)
     kept, ignored = {}, []
     for key, value in state.items():
         legacy = key.startswith("backbone.layer") and not key.startswith("backbone.layers")
@@ -87,7 +110,8 @@ def load_official_weights(model, state, skip_class_mismatch: bool = False) -> di
 
     if isinstance(state, str):
         state = load_state_dict(state)
-    kept, ignored = filter_official_state(state, model.fpn.num_downsample)
+    plus_model = bool(model.use_maskiou or model.dcn_layers)
+    kept, ignored = filter_official_state(state, model.fpn.num_downsample, plus_model)
     match = match_state_dict(model, kept)
     skipped = _skip_class_layers(model, match) if skip_class_mismatch else []
     if skipped:

@@ -25,18 +25,22 @@ from yolact.modeling.backbones.names import ATTENTION_TYPES, BACKBONE_NAMES
 __all__ = ["ATTENTION_TYPES", "BACKBONE_NAMES", "build_backbone"]
 
 
-def build_backbone(name: str, blocks=None, attention=None, name_scope: str = "backbone"):
-    """The backbone layer `name`; `blocks` overrides the blocks per stage."""
+def build_backbone(name: str, blocks=None, attention=None, name_scope: str = "backbone",
+                   dcn_layers=None, dcn_interval: int = 1):
+    """The backbone layer `name`; `blocks` overrides the blocks per stage; `dcn_layers` /
+    `dcn_interval` place YOLACT++'s deformable convs (ResNet Bottleneck backbones)."""
     from yolact.modeling.backbones import darknet, mobilenet, resnet
 
     if name in resnet.DEPTHS:
         block, default = resnet.DEPTHS[name]
         return resnet.ResNet(blocks=tuple(blocks or default), block=block,
-                             attention=attention, name=name_scope)
+                             attention=attention, dcn_layers=dcn_layers,
+                             dcn_interval=dcn_interval, name=name_scope)
     if name == "resnet_tiny":
         return resnet.ResNet(blocks=tuple(blocks or (1, 1, 1, 1)), block="basic",
                              widths=(32, 64, 128, 256), stem_channels=32,
-                             attention=attention, name=name_scope)
+                             attention=attention, dcn_layers=dcn_layers,
+                             dcn_interval=dcn_interval, name=name_scope)
     if name == "darknet53":
         return darknet.DarkNet(blocks=tuple(blocks or (1, 2, 8, 8, 4)), attention=attention,
                                name=name_scope)

@@ -6,3 +6,6 @@ BACKBONE_NAMES = (
 )
 # Channel attention after each stage (attention.py): none, "se" or "cbam".
 ATTENTION_TYPES = (None, "se", "cbam")
+# Backbones whose 3x3 convs can be deformable (YOLACT++, BACKBONE_DCN_LAYERS): the official
+# ResNet Bottlenecks, and (this project's extension) the BasicBlock ResNets.
+DCN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_tiny")

@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from yolact.modeling.backbones.attention import build_attention, run_stages
+from yolact.modeling.deform_conv import ModulatedDeformConv2D
 from yolact.modeling.layers import TorchConv2D, batch_norm, max_pool_3x3_s2, nhwc
 
 DEPTHS = {
@@ -74,11 +75,16 @@ class Bottleneck(_Block):
 
     expansion = 4
 
-    def __init__(self, in_channels, planes, strides=1, **kwargs):
+    def __init__(self, in_channels, planes, strides=1, use_dcn=False, **kwargs):
         super().__init__(in_channels, planes, strides, **kwargs)
+        self.use_dcn = bool(use_dcn)
         self.conv1 = TorchConv2D(planes, 1, use_bias=False, torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
-        self.conv2 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, torch_init=True, name="conv2")
+        if self.use_dcn:  # official: DCN(planes, planes, 3, stride, padding=1), zero bias/offsets
+            self.conv2 = ModulatedDeformConv2D(planes, 3, strides=strides, pad=1, name="conv2")
+        else:
+            self.conv2 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False,
+                                     torch_init=True, name="conv2")
         self.bn2 = batch_norm("bn2")
         self.conv3 = TorchConv2D(planes * 4, 1, use_bias=False, torch_init=True, name="conv3")
         self.bn3 = batch_norm("bn3")
@@ -96,14 +102,29 @@ class Bottleneck(_Block):
         out = self.bn3(self.conv3(out), training=training)
         return ops.relu(out + self._shortcut(x, training))
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(use_dcn=self.use_dcn)
+        return config
+
 
 @keras.saving.register_keras_serializable(package="yolact")
 class BasicBlock(_Block):
-    """torchvision BasicBlock: 3x3 (stride) -> 3x3, BN after each."""
+    """torchvision BasicBlock: 3x3 (stride) -> 3x3, BN after each.
 
-    def __init__(self, in_channels, planes, strides=1, **kwargs):
+    `use_dcn` (this project's extension; the official code has deformable convs in
+    Bottlenecks only): the first 3x3 conv, the one with the stride as in the Bottleneck,
+    is a modulated deformable conv.
+    """
+
+    def __init__(self, in_channels, planes, strides=1, use_dcn=False, **kwargs):
         super().__init__(in_channels, planes, strides, **kwargs)
-        self.conv1 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False, torch_init=True, name="conv1")
+        self.use_dcn = bool(use_dcn)
+        if self.use_dcn:
+            self.conv1 = ModulatedDeformConv2D(planes, 3, strides=strides, pad=1, name="conv1")
+        else:
+            self.conv1 = TorchConv2D(planes, 3, strides=strides, pad=1, use_bias=False,
+                                     torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
         self.conv2 = TorchConv2D(planes, 3, pad=1, use_bias=False, torch_init=True, name="conv2")
         self.bn2 = batch_norm("bn2")
@@ -119,6 +140,11 @@ class BasicBlock(_Block):
         out = self.bn2(self.conv2(out), training=training)
         return ops.relu(out + self._shortcut(x, training))
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(use_dcn=self.use_dcn)
+        return config
+
 
 BLOCKS = {"bottleneck": Bottleneck, "basic": BasicBlock}
 
@@ -132,7 +158,7 @@ class ResNet(keras.layers.Layer):
     """
 
     def __init__(self, blocks=(3, 4, 23, 3), block="bottleneck", widths=(64, 128, 256, 512),
-                 stem_channels=64, attention=None, **kwargs):
+                 stem_channels=64, attention=None, dcn_layers=None, dcn_interval=1, **kwargs):
         super().__init__(**kwargs)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
@@ -141,6 +167,9 @@ class ResNet(keras.layers.Layer):
         self.blocks_per_stage = tuple(int(b) for b in blocks)
         self.block, self.widths = block, tuple(int(w) for w in widths)
         self.stem_channels, self.attention = int(stem_channels), attention
+        self.dcn_layers = tuple(int(n) for n in dcn_layers) if dcn_layers else None
+        self.dcn_interval = int(dcn_interval)
+        dcn = dcn_positions(self.blocks_per_stage, self.dcn_layers, self.dcn_interval)
         block_cls = BLOCKS[block]
         self.conv1 = TorchConv2D(self.stem_channels, 7, strides=2, pad=3, use_bias=False, torch_init=True, name="conv1")
         self.bn1 = batch_norm("bn1")
@@ -150,7 +179,9 @@ class ResNet(keras.layers.Layer):
             stage = []
             for b in range(num):
                 strides = 2 if (b == 0 and s > 0) else 1
-                stage.append(block_cls(in_channels, planes, strides, name=f"layers.{s}.{b}"))
+                extra = {"use_dcn": True} if dcn[s][b] else {}
+                stage.append(block_cls(in_channels, planes, strides, name=f"layers.{s}.{b}",
+                                       **extra))
                 in_channels = planes * block_cls.expansion
             self.stages.append(stage)
             channels.append(in_channels)
@@ -177,8 +208,25 @@ class ResNet(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(blocks=self.blocks_per_stage, block=self.block, widths=self.widths,
-                      stem_channels=self.stem_channels, attention=self.attention)
+                      stem_channels=self.stem_channels, attention=self.attention,
+                      dcn_layers=self.dcn_layers, dcn_interval=self.dcn_interval)
         return config
+
+
+def dcn_positions(blocks, dcn_layers=None, dcn_interval: int = 1) -> tuple:
+    """Per stage, per block: whether its 3x3 conv is deformable. Official
+    `ResNetBackbone._make_layer` (backbone.py): block 0 when dcn_layers >= blocks, block
+    i > 0 when i + dcn_layers >= blocks and i % dcn_interval == 0 (so the last
+    `dcn_layers` blocks, every `dcn_interval`-th by index)."""
+    dcn_layers = dcn_layers or (0,) * len(blocks)
+    if len(dcn_layers) != len(blocks):
+        raise ValueError(f"need one dcn_layers count per stage {tuple(blocks)}, got "
+                         f"{tuple(dcn_layers)}")
+    out = []
+    for num, n_dcn in zip(blocks, dcn_layers):
+        out.append(tuple((n_dcn >= num) if i == 0 else (i + n_dcn >= num and i % dcn_interval == 0)
+                         for i in range(num)))
+    return tuple(out)
 
 
 def torchvision_key(key: str):
