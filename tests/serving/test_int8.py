@@ -25,6 +25,8 @@ from yolact.serving.calibration import calibration_images
 from yolact.serving.checks import relative_rms
 from yolact.serving.exporter import export
 
+from tests.cli_utils import parsed_flags
+
 INT8 = ("litert_int8", "onnx_int8", "openvino_int8")
 TOLERANCE = 0.3  # rms diff / std, each format's export check (measured 0.04-0.12 here)
 
@@ -124,16 +126,6 @@ def test_int8_needs_real_calibration_images(trained, tmp_path):
         calibration_images(cfg, str(tmp_path))
     with pytest.raises(ValueError, match="-calibration_images must be at least 1, got 0"):
         calibration_images(cfg, str(tmp_path), 0)
-
-
-def parsed_flags(module, *argv):
-    """The CLI module's flags parsed from argv, in a FlagValues of their own."""
-    from absl import flags
-
-    fv = flags.FlagValues()
-    module.define_flags(fv)
-    fv(["prog", *argv])
-    return fv
 
 
 def test_export_cli_says_int8_needs_tfrecords(tmp_path):

@@ -92,13 +92,15 @@ def modulated_deform_conv(x, offset, mask, kernel, bias=None, strides=1, pad=1, 
     if x.shape[-1] is not None and int(x.shape[-1]) != cin:
         raise ValueError(f"x has {x.shape[-1]} channels, the kernel {cin}")
     if offset.shape[-1] is not None and int(offset.shape[-1]) != 2 * dg * taps:
-        raise ValueError(f"offset needs 2*dg*kh*kw = {2 * dg * taps} channels, got {offset.shape[-1]}")
+        raise ValueError(f"offset needs 2*dg*kh*kw = {2 * dg * taps} channels, "
+                         f"got {offset.shape[-1]}")
     if mask.shape[-1] is not None and int(mask.shape[-1]) != dg * taps:
         raise ValueError(f"mask needs dg*kh*kw = {dg * taps} channels, got {mask.shape[-1]}")
     for axis, k in ((1, kh), (2, kw)):
         expected = deform_output_size(x.shape[axis], k, strides, pad, dilation)
         for name, t in (("offset", offset), ("mask", mask)):
-            if expected is not None and t.shape[axis] is not None and int(t.shape[axis]) != expected:
+            size = t.shape[axis]
+            if expected is not None and size is not None and int(size) != expected:
                 raise ValueError(f"{name} has spatial size {t.shape[axis]} on axis {axis}; the "
                                  f"convolution's output has {expected} (stride {strides}, pad "
                                  f"{pad}, dilation {dilation})")
