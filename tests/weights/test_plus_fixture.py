@@ -232,3 +232,29 @@ def test_cli_round_trip_convert_inference_export(io, tmp_path):
     with pytest.raises(ValueError, match="no maskiou_net.npz beside it"):
         inference.run(parsed_flags(inference, "-model", str(version), "-input", str(image),
                                    "-output_dir", str(tmp_path / "x")))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert"])
+def test_network_files_carry_the_deformable_convs(plus, io, tmp_path, fmt):
+    """ONNX (tf2onnx: the gathers become Gather ops), OpenVINO (from that ONNX) and LiteRT
+    export the YOLACT++ network; each file is checked against Keras at export, and with the
+    maskiou_net.npz written beside it the Predictor gives the official detections and mask
+    scores."""
+    from yolact.detection.predictor import Predictor
+    from yolact.serving.exporter import export
+    from yolact.serving.saved_model import open_model
+    from yolact.weights.maskiou import read_maskiou
+
+    cfg, model, _ = plus
+    formats = ("onnx", "openvino") if fmt == "openvino" else (fmt,)
+    result = export(model, cfg, str(tmp_path), 1, formats)
+    network, _ = open_model(result["files"][fmt])
+    maskiou = read_maskiou(cfg, result["path"], result["path"])
+    image = np.ascontiguousarray(io["input_image_bgr_hwc_uint8"][..., ::-1])
+    inst = Predictor(None, cfg, jit_compile=False, network=network,
+                     maskiou_net=maskiou).predict([image])[0]
+    assert len(inst) == 100
+    np.testing.assert_array_equal(inst.classes, io["post_classes"])
+    np.testing.assert_allclose(inst.scores, io["post_box_scores"], atol=1e-4)
+    np.testing.assert_allclose(inst.mask_scores, io["post_mask_scores"], atol=1e-4)
+    assert np.mean(inst.masks != io["post_masks"]) <= 1e-3
