@@ -182,6 +182,29 @@ def numpy_maskiou_loss(targets, outputs, net_fn, alpha, discard):
     return alpha * total
 
 
+def test_maskiou_net_file_round_trip_and_mismatch(tmp_path):
+    """maskiou_net.npz (written beside the network files) reads back into the same net; a
+    file of another class count is one error naming the file and the key."""
+    import dataclasses
+    import types
+
+    from yolact.weights.maskiou import read_maskiou, write_maskiou
+
+    keras.utils.set_random_seed(1)
+    cfg = get_config("tiny_plus")
+    net = FastMaskIoUNet(cfg.NUM_CLASSES, cfg.MASKIOU_CHANNELS, name="maskiou_net")
+    net.build()
+    write_maskiou(types.SimpleNamespace(maskiou_net=net), str(tmp_path))
+    back = read_maskiou(cfg, str(tmp_path), "x")
+    masks = np.random.default_rng(0).uniform(0, 1, (3, 69, 69)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(back(masks)), np.asarray(net(masks)))
+    other = dataclasses.replace(cfg, NUM_CLASSES=cfg.NUM_CLASSES + 1,
+                                CLASS_NAMES=tuple(cfg.CLASS_NAMES) + ("extra",))
+    with pytest.raises(ValueError, match=r"maskiou_net\.npz: maskiou_net\.maskiou_net\.10\."
+                                         r"weight: checkpoint .*not the mask-IoU net"):
+        read_maskiou(other, str(tmp_path), "x")
+
+
 @pytest.mark.parametrize("discard", [-1, 20])
 def test_maskiou_loss_matches_the_official_formula(discard):
     from yolact.losses.yolact_loss import LossParams, combine, loss_terms

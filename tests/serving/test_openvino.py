@@ -9,7 +9,7 @@ from yolact.detection.networks import OpenVINONetwork, open_network
 from yolact.detection.predictor import Predictor
 from yolact.serving.checks import relative_rms
 from yolact.serving.exporter import export
-from yolact.serving.openvino import FP32_TOLERANCE
+from yolact.serving.checks import FP32_TOLERANCE
 
 # bf16 arithmetic (8 mantissa bits) over the whole network: measured ~1e-2 rms / std.
 BF16_TOLERANCE = 0.1

@@ -54,7 +54,8 @@ class Predictor:
     inputs and outputs, e.g. OnnxNetwork (then `model` may be None).
     `maskiou_net`: YOLACT++'s mask re-scoring net (yolact.modeling.maskiou), by default
     the model's; a config with USE_MASKIOU needs one (an exported network file carries
-    it beside, `yolact.serving.maskiou_file`).
+    it beside, `yolact.weights.maskiou`). It runs compiled on the detections padded to
+    max_num_detection masks, so its shape never changes.
     """
 
     def __init__(self, model, cfg, jit_compile: bool = True, network=None,
@@ -74,6 +75,10 @@ class Predictor:
         self._network = network or compile_fn(lambda x: self.model(x, training=False), None)
         self._detect = compile_fn(lambda outputs: detect(outputs, self.priors, self.params),
                                 jit_compile)
+        if self.maskiou_net is not None:
+            self._maskiou = compile_fn(
+                lambda masks, classes: class_maskiou(self.maskiou_net, masks, classes),
+                jit_compile)
 
     # ---- stages -----------------------------------------------------------
     def preprocess(self, images):
@@ -106,8 +111,10 @@ class Predictor:
         lowres = ops.convert_to_numpy(lowres)[0]
         mask_scores = None
         if self.maskiou_net is not None and self.cfg.RESCORE_MASK:
-            maskiou = ops.convert_to_numpy(class_maskiou(self.maskiou_net, lowres, classes))
-            mask_scores = scores * maskiou.astype(np.float32)
+            pad = max(self.params.max_num_detection, n) - n
+            maskiou = ops.convert_to_numpy(self._maskiou(
+                np.pad(lowres, ((0, pad), (0, 0), (0, 0))), np.pad(classes, (0, pad))))
+            mask_scores = scores * maskiou[:n].astype(np.float32)
             if self.cfg.RESCORE_BBOX:  # official: both scores re-scored
                 scores = mask_scores
         return Instances(

@@ -15,11 +15,8 @@ import shutil
 import tempfile
 
 from yolact.detection.networks import OpenVINONetwork
-from yolact.serving.checks import INT8_TOLERANCE, check_against_keras
+from yolact.serving.checks import INT8_TOLERANCE, check_against_keras, fp32_tolerance
 from yolact.serving.onnx import export_onnx
-
-# rms difference from Keras / std allowed when the IR runs in float32 (measured ~1e-6).
-FP32_TOLERANCE = 1e-4
 
 
 def export_openvino(model, cfg, path: str, onnx_path: str | None = None,
@@ -31,7 +28,7 @@ def export_openvino(model, cfg, path: str, onnx_path: str | None = None,
     With `calibration` (float32 [N, S, S, 3] normalized real images) the IR is quantized to
     int8 by NNCF post-training quantization (`nncf.quantize`, default preset: int8 weights
     and activations where the CPU plugin has int8 kernels) and checked on the last
-    calibration image with INT8_TOLERANCE; without it, in float32 (FP32_TOLERANCE).
+    calibration image with INT8_TOLERANCE; without it, in float32 (`fp32_tolerance`).
     """
     import numpy as np
     import openvino as ov
@@ -47,7 +44,7 @@ def export_openvino(model, cfg, path: str, onnx_path: str | None = None,
         if onnx_path is None:
             onnx_path = export_onnx(model, cfg, os.path.join(tmp, "model.onnx"))
         network = ov.convert_model(onnx_path)
-        what, tolerance, inputs = "OpenVINO", FP32_TOLERANCE, None
+        what, tolerance, inputs = "OpenVINO", fp32_tolerance(cfg), None
         if calibration is not None:
             images = np.asarray(calibration, np.float32)
             network = nncf.quantize(network, nncf.Dataset([image[None] for image in images]),
@@ -67,4 +64,4 @@ def export_openvino(model, cfg, path: str, onnx_path: str | None = None,
 def check_openvino(path: str, model, cfg, seed: int = 0) -> dict:
     """{output: rms diff / std} of the IR run in float32 against Keras."""
     return check_against_keras(OpenVINONetwork(path, precision="fp32"), model, cfg,
-                               "OpenVINO", FP32_TOLERANCE, seed)
+                               "OpenVINO", fp32_tolerance(cfg), seed)

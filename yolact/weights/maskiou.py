@@ -36,7 +36,7 @@ def read_maskiou(cfg, folder: str, where: str):
     """A FastMaskIoUNet for cfg with the weights of folder/MASKIOU_FILE; ValueError naming
     `where` when the file is missing or does not fit the config."""
     from yolact.modeling.maskiou import FastMaskIoUNet
-    from yolact.modeling.torch_names import named_torch_layers, torch_params
+    from yolact.weights.torch_layout import apply_state_dict_match, match_state_dict
 
     path = os.path.join(folder, MASKIOU_FILE)
     if not os.path.isfile(path):
@@ -45,15 +45,9 @@ def read_maskiou(cfg, folder: str, where: str):
     net = FastMaskIoUNet(cfg.NUM_CLASSES, cfg.MASKIOU_CHANNELS, name="maskiou_net")
     net.build()
     with np.load(path) as data:
-        arrays = dict(data)
-    for name, layer in named_torch_layers(net, "maskiou_net.").items():
-        for suffix, (variable, transpose) in torch_params(layer).items():
-            key = f"{name}.{suffix}"
-            if key not in arrays:
-                raise ValueError(f"{path}: no {key}; not a mask-IoU net of {cfg.NAME!r}")
-            value = arrays[key] if transpose is None else np.transpose(arrays[key], transpose)
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(f"{path}: {key} has shape {value.shape}, the config's net "
-                                 f"needs {tuple(variable.shape)}")
-            variable.assign(value)
+        match = match_state_dict(net, dict(data), "maskiou_net.")
+    if match["missing"] or match["shape_mismatch"]:
+        what = (match["shape_mismatch"] or [f"no {k}" for k in match["missing"]])[0]
+        raise ValueError(f"{path}: {what}; not the mask-IoU net of {cfg.NAME!r}")
+    apply_state_dict_match(match)
     return net
