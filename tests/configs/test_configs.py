@@ -76,7 +76,8 @@ def test_prior_spec_builds_the_priors_of_the_model_and_the_parser():
 
     cfg = get_config("shapes")
     spec = cfg.prior_spec()
-    assert spec == {"feature_sizes": (16, 8, 4, 2, 1), "scales": cfg.SCALES,
+    assert spec == {"feature_sizes": ((16, 16), (8, 8), (4, 4), (2, 2), (1, 1)),
+                    "scales": cfg.SCALES,
                     "aspect_ratios": cfg.ASPECT_RATIOS, "img_size": 128,
                     "square_anchors": cfg.USE_SQUARE_ANCHORS}
     priors = np.asarray(build_priors(cfg))

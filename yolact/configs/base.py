@@ -35,13 +35,24 @@ def _conv_out(size: int) -> int:
 
 
 def feature_sizes(img_size: int) -> tuple:
-    """Spatial sizes of P3..P7 for an input of `img_size`."""
+    """Spatial sizes of P3..P7 along one axis of `img_size` pixels."""
     size, sizes = img_size, []
     for level in range(1, 8):  # stem, pool, C3, C4, C5, P6, P7
         size = _conv_out(size)
         if level >= 3:
             sizes.append(size)
     return tuple(sizes)
+
+
+def image_hw(img_size) -> tuple:
+    """IMG_SIZE (an int side, or (height, width)) -> (height, width)."""
+    if isinstance(img_size, (tuple, list)):
+        return tuple(int(v) for v in img_size)
+    return (int(img_size), int(img_size))
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+RECT_PRIOR_MODES = ("official", "pixel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +90,18 @@ class YolactConfig:
     # modulated deformable conv (DCNv2), every BACKBONE_DCN_INTERVAL-th of them. None: none.
     BACKBONE_DCN_LAYERS: tuple | None = None
     BACKBONE_DCN_INTERVAL: int = 1
-    IMG_SIZE: int = 550
+    # The network input: an int (square, the official max_size) or (height, width), e.g.
+    # `-override IMG_SIZE=[384,640]`. RESIZE: how an image becomes that input: "stretch"
+    # (official FastBaseTransform: resized to it, aspect ratio not kept) or "letterbox"
+    # (scaled by one factor to fit, placed top-left, the rest padded with MEAN, i.e. 0
+    # after normalization; boxes and masks are mapped back to the original pixels).
+    IMG_SIZE: int | tuple = 550
+    RESIZE: str = "stretch"
+    # Prior sizes on a rectangular input. "official": make_priors divides both w and h by
+    # max_size, here the longer side (MAX_SIZE), so anchors keep their shape relative to
+    # the input, not in pixels (a 24 px anchor at 384x640 is 24 x 14.4 px). "pixel": w by
+    # the width and h by the height, so anchors keep their pixel shape. Same on a square.
+    RECT_PRIORS: str = "official"
     FPN_CHANNELS: int = 256
     PROTONET_CHANNELS: int = 256
     HEAD_CHANNELS: int = 256
@@ -140,6 +162,11 @@ class YolactConfig:
     FREEZE_BN_BELOW: int = 6  # BN frozen when a replica gets fewer images than this.
 
     def __post_init__(self):
+        if isinstance(self.IMG_SIZE, (tuple, list)):  # a square (h, w) is its side
+            hw = tuple(self.IMG_SIZE)
+            if len(hw) == 2 and hw[0] == hw[1] and isinstance(hw[0], int):
+                hw = hw[0]
+            object.__setattr__(self, "IMG_SIZE", hw)
         validate(self)
 
     # ---- derived values -------------------------------------------------
@@ -148,22 +175,53 @@ class YolactConfig:
         return self.NUM_CLASSES + 1
 
     @property
+    def IMG_HW(self) -> tuple:
+        """The network input (height, width)."""
+        return image_hw(self.IMG_SIZE)
+
+    @property
+    def IS_SQUARE(self) -> bool:
+        return self.IMG_HW[0] == self.IMG_HW[1]
+
+    @property
+    def MAX_SIZE(self) -> int:
+        """Official `max_size`: the longer side of the network input."""
+        return max(self.IMG_HW)
+
+    @property
+    def FEATURE_HW(self) -> tuple:
+        """(height, width) of P3..P7: stride-2 conv arithmetic from IMG_HW per axis."""
+        h, w = self.IMG_HW
+        return tuple(zip(feature_sizes(h), feature_sizes(w)))
+
+    @property
+    def PROTO_HW(self) -> tuple:
+        """Prototype (height, width): P3 upsampled x2."""
+        return (2 * self.FEATURE_HW[0][0], 2 * self.FEATURE_HW[0][1])
+
+    @property
     def FEATURE_SIZES(self) -> tuple:
-        """Spatial sizes of P3..P7: stride-2 conv arithmetic from IMG_SIZE."""
-        return feature_sizes(self.IMG_SIZE)
+        """Sides of P3..P7 of a square input (FEATURE_HW holds (h, w) of any input)."""
+        return tuple(h for h, _ in self._square("FEATURE_SIZES", "FEATURE_HW").FEATURE_HW)
 
     @property
     def PROTO_OUTPUT_SIZE(self) -> int:
-        """Prototype resolution: P3 upsampled x2."""
-        return 2 * self.FEATURE_SIZES[0]
+        """Prototype side of a square input: P3 upsampled x2 (PROTO_HW for any input)."""
+        return self._square("PROTO_OUTPUT_SIZE", "PROTO_HW").PROTO_HW[0]
+
+    def _square(self, what: str, instead: str):
+        if not self.IS_SQUARE:
+            raise ValueError(f"config {self.NAME!r}: {what} is for a square IMG_SIZE; "
+                             f"IMG_SIZE={list(self.IMG_HW)} needs {instead}")
+        return self
 
     @property
     def SCALES(self) -> tuple:
-        """Anchor scales in pixels at IMG_SIZE (official `int(s / 550 * size)`), one entry
-        per level as in ANCHOR_SCALES (a number, or a tuple for several per level)."""
-        if self.IMG_SIZE == ANCHOR_REFERENCE_SIZE or not self.SCALE_ANCHORS_WITH_IMG_SIZE:
+        """Anchor scales in pixels at MAX_SIZE (official `int(s / 550 * max_size)`), one
+        entry per level as in ANCHOR_SCALES (a number, or a tuple for several per level)."""
+        if self.MAX_SIZE == ANCHOR_REFERENCE_SIZE or not self.SCALE_ANCHORS_WITH_IMG_SIZE:
             return tuple(self.ANCHOR_SCALES)
-        scale = lambda s: int(s / ANCHOR_REFERENCE_SIZE * self.IMG_SIZE)  # noqa: E731
+        scale = lambda s: int(s / ANCHOR_REFERENCE_SIZE * self.MAX_SIZE)  # noqa: E731
         return tuple(tuple(scale(x) for x in s) if isinstance(s, (tuple, list)) else scale(s)
                      for s in self.ANCHOR_SCALES)
 
@@ -187,13 +245,16 @@ class YolactConfig:
 
     @property
     def NUM_PRIORS(self) -> int:
-        return sum(s * s for s in self.FEATURE_SIZES) * self.NUM_ANCHORS
+        return sum(h * w for h, w in self.FEATURE_HW) * self.NUM_ANCHORS
 
     def prior_spec(self) -> dict:
         """Arguments of `yolact.ops.anchors.generate_priors` for this config (plain values):
         the model factory and the parser build the same priors from them."""
-        return {"feature_sizes": self.FEATURE_SIZES, "scales": self.SCALES,
-                "aspect_ratios": self.ASPECT_RATIOS, "img_size": self.IMG_SIZE,
+        h, w = self.IMG_HW
+        # "official": both sides relative to max_size; "pixel": w to the width, h to the height
+        size = self.MAX_SIZE if self.RECT_PRIORS == "official" else (h, w)
+        return {"feature_sizes": self.FEATURE_HW, "scales": self.SCALES,
+                "aspect_ratios": self.ASPECT_RATIOS, "img_size": size,
                 "square_anchors": self.USE_SQUARE_ANCHORS}
 
     # ---- serialization --------------------------------------------------
@@ -233,7 +294,7 @@ class YolactConfig:
 # only continues (or is evaluated) under a config that agrees on all of them.
 MODEL_KEYS = ("NUM_CLASSES", "CLASS_NAMES", "BACKBONE", "BACKBONE_BLOCKS", "BACKBONE_ATTENTION",
               "BACKBONE_DCN_LAYERS", "BACKBONE_DCN_INTERVAL", "USE_MASKIOU", "MASKIOU_CHANNELS",
-              "IMG_SIZE", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
+              "IMG_SIZE", "RESIZE", "RECT_PRIORS", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
               "ANCHOR_SCALES", "SCALE_ANCHORS_WITH_IMG_SIZE", "ASPECT_RATIOS",
               "USE_SQUARE_ANCHORS", "MEAN", "STD")
 
@@ -295,8 +356,18 @@ def validate(cfg: YolactConfig) -> None:
             "need 0 <= THRESHOLD_NEG <= THRESHOLD_POS <= 1, got "
             f"THRESHOLD_NEG={cfg.THRESHOLD_NEG}, THRESHOLD_POS={cfg.THRESHOLD_POS}"
         )
-    if cfg.IMG_SIZE < 32:
-        fail(f"IMG_SIZE must be >= 32, got {cfg.IMG_SIZE}")
+    size = cfg.IMG_SIZE
+    sides = tuple(size) if isinstance(size, tuple) else (size,)
+    if len(sides) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, int)
+                                       for v in sides):
+        fail(f"IMG_SIZE must be an int or [height, width] of ints, got {size!r}")
+    if min(sides) < 32:
+        fail(f"IMG_SIZE sides must be >= 32 (P7 is 1/128 of the input, at least 1 pixel), "
+             f"got {size!r}")
+    if cfg.RESIZE not in RESIZE_MODES:
+        fail(f"RESIZE must be one of {RESIZE_MODES}, got {cfg.RESIZE!r}")
+    if cfg.RECT_PRIORS not in RECT_PRIOR_MODES:
+        fail(f"RECT_PRIORS must be one of {RECT_PRIOR_MODES}, got {cfg.RECT_PRIORS!r}")
     if cfg.BACKBONE not in BACKBONES:
         fail(f"BACKBONE must be one of {BACKBONES}, got {cfg.BACKBONE!r}")
     if cfg.BACKBONE_ATTENTION not in ATTENTION_TYPES:
@@ -370,12 +441,12 @@ def _validate_plus(cfg: YolactConfig, fail) -> None:
     channels = cfg.MASKIOU_CHANNELS
     if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
         fail(f"MASKIOU_CHANNELS needs positive channel counts, got {channels}")
-    if maskiou_output_size(cfg.PROTO_OUTPUT_SIZE, channels) < 1:
+    if maskiou_output_size(min(cfg.PROTO_HW), channels) < 1:
         smallest = next(s for s in range(32, 4096, 2)
                         if maskiou_output_size(2 * feature_sizes(s)[0], channels) >= 1)
         fail(f"USE_MASKIOU: the mask-IoU net's {len(channels)} unpadded 3x3 stride-2 convs "
              f"need a prototype of at least {2 ** (len(channels) + 1) - 1} px, but "
-             f"IMG_SIZE={cfg.IMG_SIZE} gives {cfg.PROTO_OUTPUT_SIZE} px; use IMG_SIZE >= "
+             f"IMG_SIZE={cfg.IMG_SIZE} gives {min(cfg.PROTO_HW)} px; use sides >= "
              f"{smallest}")
     if cfg.MASKIOU_ALPHA < 0:
         fail(f"MASKIOU_ALPHA must be >= 0, got {cfg.MASKIOU_ALPHA!r}")

@@ -13,7 +13,7 @@ import numpy as np
 from yolact.ops.backend import get_ops
 
 
-def resize_matrix(in_size, out_size):
+def resize_matrix(in_size, out_size, fraction: float = 1.0):
     """float32 [out_size, in_size] bilinear interpolation weights.
 
     Half-pixel centres, no antialias (torch `interpolate(align_corners=False)`):
@@ -21,9 +21,13 @@ def resize_matrix(in_size, out_size):
     min(floor(src) + 1, in - 1). Resizing by matrix products keeps the result
     identical under XLA, whose ResizeBilinear lowering is wrong for some
     integer upscale factors (3x: 32 -> 96) in TF 2.21.
+
+    `fraction` < 1 (a letterboxed input, `yolact.ops.image.content_fraction`): only the
+    first in x fraction input pixels hold the image, and they are what is resized to
+    out_size (src = (dst + 0.5) * in * fraction / out - 0.5).
     """
     # float32 arithmetic, as torch and TF compute the source coordinate.
-    scale = np.float32(in_size) / np.float32(out_size)
+    scale = np.float32(in_size * fraction) / np.float32(out_size)
     src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
     src = np.maximum(src, np.float32(0.0))
     low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
@@ -36,28 +40,30 @@ def resize_matrix(in_size, out_size):
     return weights
 
 
-def resize_masks(masks, height, width):
-    """Bilinear resize of float [..., h, w] masks to [..., height, width] (see resize_matrix)."""
+def resize_masks(masks, height, width, fraction=(1.0, 1.0)):
+    """Bilinear resize of float [..., h, w] masks to [..., height, width] (see resize_matrix;
+    `fraction`: (fy, fx) of a letterboxed input)."""
     ops = get_ops()
-    rows = ops.convert_to_tensor(resize_matrix(masks.shape[-2], int(height)))
-    cols = ops.convert_to_tensor(resize_matrix(masks.shape[-1], int(width)))
+    rows = ops.convert_to_tensor(resize_matrix(masks.shape[-2], int(height), fraction[0]))
+    cols = ops.convert_to_tensor(resize_matrix(masks.shape[-1], int(width), fraction[1]))
     masks = ops.einsum("yh,...hw->...yw", rows, masks)
     return ops.einsum("...yw,xw->...yx", masks, cols)
 
 
 @functools.lru_cache(maxsize=64)
-def _resize_plan(in_size: int, out_size: int):
+def _resize_plan(in_size: int, out_size: int, fraction: float = 1.0):
     """(weights [out, in], first [in], last [in]): `resize_matrix` and, for each input
-    index, the first and last output rows that read it (its non-zero weights)."""
-    weights = resize_matrix(in_size, out_size)
+    index, the first and last output rows that read it (its non-zero weights; an input
+    index no output reads gets first > last)."""
+    weights = resize_matrix(in_size, out_size, fraction)
     used = weights > 0
-    first = np.argmax(used, axis=0)
-    last = out_size - 1 - np.argmax(used[::-1], axis=0)
+    first = np.where(used.any(axis=0), np.argmax(used, axis=0), out_size)
+    last = np.where(used.any(axis=0), out_size - 1 - np.argmax(used[::-1], axis=0), -1)
     weights.setflags(write=False)
     return weights, first, last
 
 
-def paste_masks(lowres, height: int, width: int) -> np.ndarray:
+def paste_masks(lowres, height: int, width: int, fraction=(1.0, 1.0)) -> np.ndarray:
     """Host-side `resize_masks(lowres, height, width) > 0.5`, computed inside each mask's
     support only: uint8 [N, height, width] 0/1 from float32 [N, Hp, Wp] cropped masks.
 
@@ -66,21 +72,24 @@ def paste_masks(lowres, height: int, width: int) -> np.ndarray:
     weights touch the mask's non-zero proto rows and columns can exceed 0.5; the rest stay
     0. Each mask costs its box's area instead of the whole image (100 masks at 640x480: the
     full-image products take 40-200 ms on 2 CPU cores). The same weights as
-    `resize_matrix`; only the summation skips exact zeros.
+    `resize_matrix`; only the summation skips exact zeros. `fraction` (fy, fx): the part
+    of the prototype that holds the image of a letterboxed input (see resize_matrix).
     """
     lowres = np.asarray(lowres, np.float32)
     count, in_h, in_w = lowres.shape
     out = np.zeros((count, int(height), int(width)), np.uint8)
-    rows, row_first, row_last = _resize_plan(in_h, int(height))
-    cols, col_first, col_last = _resize_plan(in_w, int(width))
+    rows, row_first, row_last = _resize_plan(in_h, int(height), float(fraction[0]))
+    cols, col_first, col_last = _resize_plan(in_w, int(width), float(fraction[1]))
     for i in range(count):
         ys = np.flatnonzero(lowres[i].any(axis=1))
         if not ys.size:
             continue
         xs = np.flatnonzero(lowres[i].any(axis=0))
         a, b, c, e = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        r0, r1 = row_first[a], row_last[b - 1] + 1
-        c0, c1 = col_first[c], col_last[e - 1] + 1
+        r0, r1 = row_first[a:b].min(), row_last[a:b].max() + 1
+        c0, c1 = col_first[c:e].min(), col_last[c:e].max() + 1
+        if r0 >= r1 or c0 >= c1:  # only in the letterbox padding
+            continue
         block = rows[r0:r1, a:b] @ lowres[i, a:b, c:e] @ cols[c0:c1, c:e].T
         out[i, r0:r1, c0:c1] = block > 0.5
     return out

@@ -6,6 +6,12 @@ Official `FastBaseTransform` (utils/augmentations.py): resize to IMG_SIZE x IMG_
 (x - MEAN) / STD. Our MEAN/STD are in RGB order and images are RGB, which is the
 official BGR normalization followed by its BGR -> RGB swap.
 
+Non-square inputs: IMG_SIZE may be (height, width). RESIZE="stretch" resizes to it as
+above; RESIZE="letterbox" resizes by one factor to `letterbox_hw` (the content), placed
+top-left, and pads the rest with MEAN (0 after normalization). The content covers the
+fraction `content_fraction` of each axis of the input; `boxes_to_image` maps normalized
+network boxes back to normalized original-image boxes.
+
 `resize_image`, `normalize_image` and `preprocess_images` take ``xp`` like every op here
 (keras.ops by default; the tf.data parser passes ``get_ops("tensorflow")``).
 `decode_image` is TensorFlow (tf.io), for the tf.data decoder and the SavedModel.
@@ -21,15 +27,92 @@ MEAN_RGB = (123.68, 116.78, 103.94)
 STD_RGB = (58.40, 57.12, 57.38)
 
 
-def resize_image(images, size, xp=None):
-    """float/uint8 [H, W, 3] or [B, H, W, 3] -> float32 [..., size, size, 3]: bilinear,
-    half-pixel centres, no antialias (what cv2.resize INTER_LINEAR and torch
-    interpolate(align_corners=False) do). An input already at size is only cast."""
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+def _hw(size) -> tuple:
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
+def letterbox_hw(height, width, size, xp=None):
+    """(h, w) of an image of height x width scaled by one factor to fit `size` (an int
+    side or (H, W)): the limiting side takes the full size, the other round(side x
+    factor) (half up, at least 1), in integer arithmetic so that numpy, the tf.data
+    parser and the SavedModel graph agree to the pixel. Python ints give ints; tensors
+    (with `xp`, e.g. the tf.data ops) give int32 tensors."""
+    out_h, out_w = _hw(size)
+    if xp is None:
+        height, width = int(height), int(width)
+        if height * out_w <= width * out_h:  # the width limits
+            return min(out_h, max(1, (height * out_w + width // 2) // width)), out_w
+        return out_h, min(out_w, max(1, (width * out_h + height // 2) // height))
+    h, w = xp.cast(height, "int32"), xp.cast(width, "int32")
+    wide = h * out_w <= w * out_h
+    new_h = xp.minimum(out_h, xp.maximum(1, (h * out_w + w // 2) // w))
+    new_w = xp.minimum(out_w, xp.maximum(1, (w * out_h + h // 2) // h))
+    return xp.where(wide, new_h, out_h), xp.where(wide, out_w, new_w)
+
+
+def content_hw(height, width, size, resize: str = "stretch", xp=None):
+    """(h, w) the image occupies in the network input of `size`: all of it when stretched,
+    `letterbox_hw` when letterboxed."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if resize == "stretch":
+        return _hw(size)
+    return letterbox_hw(height, width, size, xp)
+
+
+def content_fraction(height, width, size, resize: str = "stretch"):
+    """(fy, fx): the fraction of the network input's height and width that an image of
+    height x width covers (1, 1 when stretched); python floats."""
+    out_h, out_w = _hw(size)
+    h, w = content_hw(height, width, size, resize)
+    return h / out_h, w / out_w
+
+
+def boxes_to_image(boxes, fraction, xp=None):
+    """Normalized xyxy boxes of the network input -> normalized xyxy of the original image,
+    whose content covered `fraction` (fy, fx) of the input: x / fx, y / fy (the identity
+    when stretched). `fraction` may hold tensors broadcastable against boxes[..., 0]."""
     xp = resolve(xp)
+    fy, fx = fraction
+    scale = xp.stack([1.0 / xp.cast(fx, "float32"), 1.0 / xp.cast(fy, "float32")] * 2, axis=-1)
+    return boxes * scale
+
+
+def resize_image(images, size, xp=None):
+    """float/uint8 [H, W, 3] or [B, H, W, 3] -> float32 [..., h, w, 3] for `size` (an int
+    side or (h, w)): bilinear, half-pixel centres, no antialias (what cv2.resize
+    INTER_LINEAR and torch interpolate(align_corners=False) do). An input already at
+    size is only cast."""
+    xp = resolve(xp)
+    height, width = _hw(size)
     images = xp.cast(images, "float32")
-    if images.shape[-3] == size and images.shape[-2] == size:
+    if images.shape[-3] == height and images.shape[-2] == width and isinstance(
+            height, int) and isinstance(width, int):
         return images
-    return xp.image.resize(images, (size, size), interpolation="bilinear", antialias=False)
+    return xp.image.resize(images, (height, width), interpolation="bilinear", antialias=False)
+
+
+def fit_image(images, size, mean, std, resize: str = "stretch", xp=None):
+    """uint8/float [B, H0, W0, 3] (or [H0, W0, 3]) RGB -> float32 [..., H, W, 3] normalized:
+    stretched to `size`, or letterboxed (resized to `letterbox_hw`, top-left, padded with
+    0 = MEAN after normalization)."""
+    xp = resolve(xp)
+    if resize == "stretch":
+        return preprocess_images(images, size, mean, std, xp)
+    out_h, out_w = _hw(size)
+    shape = xp.shape(images)
+    h0, w0 = shape[-3], shape[-2]
+    static = isinstance(h0, int) and isinstance(w0, int)
+    new_h, new_w = content_hw(h0, w0, size, resize, None if static else xp)
+    x = normalize_image(resize_image(images, (new_h, new_w), xp), mean, std, xp)
+    pad = [(0, 0)] * (len(images.shape) - 3) + [(0, out_h - new_h), (0, out_w - new_w), (0, 0)]
+    x = xp.pad(x, pad)
+    if not static:  # the graph knows the padded shape only from here
+        x = xp.reshape(x, tuple(xp.shape(x)[:-3]) + (out_h, out_w, 3))
+    return x
 
 
 def normalize_image(images, mean, std, xp=None):
@@ -40,7 +123,8 @@ def normalize_image(images, mean, std, xp=None):
 
 
 def preprocess_images(images, size, mean, std, xp=None):
-    """uint8/float [B, H, W, 3] RGB -> float32 [B, size, size, 3] normalized."""
+    """uint8/float [B, H, W, 3] RGB -> float32 [B, h, w, 3] normalized, stretched to `size`
+    (an int side or (h, w))."""
     return normalize_image(resize_image(images, size, xp), mean, std, xp)
 
 
