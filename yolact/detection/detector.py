@@ -35,7 +35,7 @@ class DetectionParams:
     nms_threshold: IoU threshold. max_num_detection: D, output size.
     nms_type: "fast" (official default), "cross_class" (Fast NMS on the best
     class of each prior) or "traditional" (greedy NMS, official cython rules).
-    image_size: the network input side; traditional NMS measures IoU on boxes
+    image_size: official max_size (the longer input side); traditional NMS measures IoU on boxes
     scaled to it with the +1 pixel convention of the official cython NMS.
     """
 
@@ -57,7 +57,7 @@ class DetectionParams:
         return cls(num_classes=cfg.NUM_CLASSES, conf_threshold=cfg.CONF_THRESHOLD,
                    top_k=cfg.TOP_K, nms_threshold=cfg.NMS_THRESHOLD,
                    max_num_detection=cfg.MAX_NUM_DETECTION, nms_type=cfg.NMS_TYPE,
-                   image_size=cfg.IMG_SIZE)
+                   image_size=cfg.MAX_SIZE)
 
 
 

@@ -157,7 +157,7 @@ def pixel_boxes(boxes, height, width):
     return ops.cast(ops.stack([x1, y1, x2, y2], axis=-1), "int32")
 
 
-def postprocess(det, proto, height, width):
+def postprocess(det, proto, height, width, fraction=(1.0, 1.0)):
     """Full-size binary masks and pixel boxes for detections of one image size.
 
     Args:
@@ -165,6 +165,8 @@ def postprocess(det, proto, height, width):
         classes, scores, num_detections).
       proto: float32 [B, Hp, Wp, K].
       height, width: python ints, the original image size.
+      fraction: (fy, fx) of the input the image covers (a letterboxed input,
+        `yolact.ops.image.content_fraction`); boxes and masks are mapped back from it.
     Returns dict:
       masks uint8 [B, D, height, width] (0/1): the cropped proto-size masks,
         resized bilinearly (half-pixel, no antialias) and thresholded at > 0.5;
@@ -177,11 +179,13 @@ def postprocess(det, proto, height, width):
     num = det["scores"].shape[1]
     valid = ops.arange(num)[None, :] < ops.cast(det["num_detections"], "int32")[:, None]
     lowres = assemble_masks(proto, det["coef"], det["boxes"], valid)
-    masks = ops.cast(resize_masks(lowres, height, width) > 0.5, "uint8")
+    masks = ops.cast(resize_masks(lowres, height, width, fraction) > 0.5, "uint8")
+    from yolact.ops.image import boxes_to_image
+
     return {
         "masks": masks,
         "masks_lowres": lowres,
-        "boxes_px": pixel_boxes(det["boxes"], height, width),
+        "boxes_px": pixel_boxes(boxes_to_image(det["boxes"], fraction), height, width),
         "classes": det["classes"],
         "scores": det["scores"],
         "num_detections": det["num_detections"],

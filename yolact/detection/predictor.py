@@ -1,11 +1,14 @@
 """Predictor: images -> instances (boxes, classes, scores, masks at original size).
 
 Stages (each callable on its own, which `evaluate.py --benchmark` times):
-  preprocess   uint8 RGB [B, H, W, 3] -> float32 [B, S, S, 3] (resize + normalize)
+  preprocess   uint8 RGB [B, H0, W0, 3] -> float32 [B, H, W, 3] (IMG_SIZE; resized as
+               RESIZE says, stretched or letterboxed, and normalized)
   network      model forward (inference mode)
   detect       FastNMS with fixed shapes (graph-compiled: XLA on the TF backend)
   postprocess  masks of the kept detections only, resized to each original size inside
-               each mask's box (`paste_masks`, on the host)
+               each mask's box (`paste_masks`, on the host); boxes and masks of a
+               letterboxed input are mapped back from the part of the input the image
+               covers (`content_fraction`)
 
 On the TensorFlow backend the network runs as a plain graph (tf.function)
 and detection as an XLA program (``jit_compile=True``): XLA makes FastNMS
@@ -25,7 +28,7 @@ from yolact.detection.instances import Instances
 from yolact.detection.postprocess import assemble_masks, paste_masks, pixel_boxes
 from yolact.modeling import factory
 from yolact.modeling.maskiou import class_maskiou
-from yolact.ops.image import preprocess_images, resize_image
+from yolact.ops.image import boxes_to_image, content_fraction, fit_image
 
 
 def compile_fn(fn, jit_compile):
@@ -62,7 +65,8 @@ class Predictor:
                  maskiou_net=None, **detection_overrides):
         self.model = model
         self.cfg = cfg
-        self.img_size, self.mean, self.std = cfg.IMG_SIZE, tuple(cfg.MEAN), tuple(cfg.STD)
+        self.img_size, self.mean, self.std = cfg.IMG_HW, tuple(cfg.MEAN), tuple(cfg.STD)
+        self.resize = cfg.RESIZE
         self.class_names = tuple(cfg.CLASS_NAMES)
         self.priors = factory.build_priors(cfg)
         self.params = dataclasses.replace(DetectionParams.from_config(cfg), **detection_overrides)
@@ -82,8 +86,12 @@ class Predictor:
 
     # ---- stages -----------------------------------------------------------
     def preprocess(self, images):
-        """uint8 [B, H, W, 3] RGB (all the same size) -> float32 [B, S, S, 3]."""
-        return preprocess_images(images, self.img_size, self.mean, self.std)
+        """uint8 [B, H0, W0, 3] RGB (all the same size) -> float32 [B, H, W, 3]."""
+        return fit_image(images, self.img_size, self.mean, self.std, self.resize)
+
+    def fraction(self, height: int, width: int) -> tuple:
+        """(fy, fx): the part of the network input an image of height x width covers."""
+        return content_fraction(height, width, self.img_size, self.resize)
 
     def network_and_detect(self, inputs) -> dict:
         """float32 [B, S, S, 3] -> numpy detections (see yolact.detection.detect) + proto."""
@@ -105,7 +113,8 @@ class Predictor:
 
         lowres = assemble_masks(det["proto"][index:index + 1], det["coef"][index:index + 1, :n],
                                 det["boxes"][index:index + 1, :n])
-        boxes = pixel_boxes(det["boxes"][index, :n], height, width)
+        fraction = self.fraction(height, width)
+        boxes = pixel_boxes(boxes_to_image(det["boxes"][index, :n], fraction), height, width)
         classes = np.asarray(det["classes"][index, :n], np.int32)
         scores = np.asarray(det["scores"][index, :n], np.float32)
         lowres = ops.convert_to_numpy(lowres)[0]
@@ -119,7 +128,7 @@ class Predictor:
                 scores = mask_scores
         return Instances(
             boxes=ops.convert_to_numpy(boxes), classes=classes, scores=scores,
-            masks=paste_masks(lowres, height, width), mask_scores=mask_scores,
+            masks=paste_masks(lowres, height, width, fraction), mask_scores=mask_scores,
         )
 
     # ---- end to end ---------------------------------------------------------
@@ -132,11 +141,8 @@ class Predictor:
         """List of uint8 RGB images [H, W, 3] (any sizes) -> list of Instances."""
         if not len(images):
             return []
-        batch = np.stack([self._resize_uint8(im) for im in images]) if len(
-            {im.shape for im in images}) > 1 else np.stack(images)
-        inputs = self.preprocess(batch)
+        if len({im.shape for im in images}) > 1:  # mixed sizes: each on its own
+            inputs = np.concatenate([np.asarray(self.preprocess(im[None])) for im in images])
+        else:
+            inputs = self.preprocess(np.stack(images))
         return self.predict_normalized(inputs, [im.shape[:2] for im in images])
-
-    def _resize_uint8(self, image):
-        """Mixed sizes cannot be stacked: resize each to S x S first (float, same math)."""
-        return np.asarray(resize_image(image, self.img_size))

@@ -184,9 +184,9 @@ def _draw_batch(predictor, images) -> list:
     from yolact.ops.image import denormalize_image
     from yolact.utils.drawing import draw_instances
 
-    size = predictor.img_size
+    size = predictor.img_size  # (H, W): drawn in network pixels, nothing to map back
     out = []
-    for inst, image in zip(predictor.predict_normalized(images, [(size, size)] * len(images)),
+    for inst, image in zip(predictor.predict_normalized(images, [size] * len(images)),
                            np.asarray(images)):
         inst = inst.select(inst.display_scores >= 0.3)
         out.append(draw_instances(denormalize_image(image, predictor.mean, predictor.std),

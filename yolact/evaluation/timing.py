@@ -34,8 +34,8 @@ def benchmark_images(predictor, images: list, batch_size: int = 1, warmup: int =
     for index, batch in enumerate(batches[:warmup] + batches):
         timed = index >= warmup
         t0 = time.perf_counter()
-        inputs = ops.convert_to_numpy(predictor.preprocess(np.stack([
-            predictor._resize_uint8(im) for im in batch])))
+        inputs = np.concatenate([ops.convert_to_numpy(predictor.preprocess(im[None]))
+                                 for im in batch])
         t1 = time.perf_counter()
         outputs = net(inputs)
         outputs = {k: ops.convert_to_numpy(v) for k, v in outputs.items()}

@@ -35,7 +35,7 @@ def model_args(cfg) -> dict:
 
 
 def build_model(cfg, freeze_bn: bool = False, precision: str | None = None):
-    """A built `YolactModel` for `cfg`, weights created for input [None, IMG_SIZE, IMG_SIZE, 3].
+    """A built `YolactModel` for `cfg`, weights created for input [None, H, W, 3] (IMG_HW).
 
     Its weights are initialised as the official `Yolact.init_weights` does; ImageNet
     backbone weights (cfg.BACKBONE_WEIGHTS) are loaded by the trainer's set-up
@@ -51,7 +51,7 @@ def build_model(cfg, freeze_bn: bool = False, precision: str | None = None):
 
     with policy_scope(precision):
         model = YolactModel(freeze_bn=freeze_bn, name="yolact", **model_args(cfg))
-        model.build((None, cfg.IMG_SIZE, cfg.IMG_SIZE, 3))
+        model.build((None, *cfg.IMG_HW, 3))
     return model
 
 
