@@ -1,6 +1,7 @@
 """Benchmark: inference latency per image, stages, graph modes, retracing, SavedModel.
 
-python -m benchmarks.bench_inference [-presets shapes,yolact_resnet50] [-batch_sizes 1]
+python -m benchmarks.bench_inference [-presets shapes,yolact_resnet50,yolact_resnet50@384x640]
+    [-batch_sizes 1]
     [-repeats 3] [-threads 2] [-savedmodel] [-json_out results.json]
 
 For each preset (random-init weights at the preset's IMG_SIZE; `tiny` loads the
@@ -79,17 +80,29 @@ def boost_detections(model, cfg, num_classes: int, logit: float) -> None:
     model.head.conf_layer.bias.assign(bias)
 
 
+def preset_config(preset: str):
+    """A preset by name; `name@HxW` (e.g. yolact_resnet50@384x640) at IMG_SIZE=(H, W),
+    `name@HxW:letterbox` letterboxed."""
+    from config import get_config
+
+    name, _, size = preset.partition("@")
+    if not size:
+        return get_config(name)
+    size, _, resize = size.partition(":")
+    height, width = (int(v) for v in size.lower().split("x"))
+    return get_config(name, IMG_SIZE=(height, width), RESIZE=resize or "stretch")
+
+
 def build(preset: str, boost_classes: int, boost_logit: float):
     """(cfg, model): random init, or the official fixture weights for `tiny`."""
     import keras
 
-    from config import get_config
     from yolact.modeling import factory
 
     keras.utils.set_random_seed(0)
-    cfg = get_config(preset)
+    cfg = preset_config(preset)
     model = factory.build_model(cfg)
-    if preset == "tiny":
+    if preset.partition("@")[0] == "tiny":
         from yolact.weights.official import load_official_weights
 
         load_official_weights(model, FIXTURE_WEIGHTS)
@@ -187,7 +200,7 @@ def bench_modes(model, cfg, batch_size: int, repeats: int, warmup: int, modes,
     from benchmarks.common import time_interleaved
 
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(batch_size, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)), tf.float32)
+    x = tf.constant(rng.normal(size=(batch_size, *cfg.IMG_HW, 3)), tf.float32)
     fns = {k: v for k, v in mode_functions(model, cfg).items() if k in modes}
     with tempfile.TemporaryDirectory(prefix="bench_onnx_") as folder:
         if "onnxruntime" in modes:

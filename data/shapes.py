@@ -351,6 +351,9 @@ def _define_flags() -> None:
     flags.DEFINE_float("crowd_prob", 0.06, "Chance that an image gets a crowd region.")
     flags.DEFINE_float("many_prob", 0.1,
                        "Chance that an image gets 8-15 small objects instead of num_objects.")
+    flags.DEFINE_list("image_size", None,
+                      "height,width of every image (e.g. 240,400 for wide images); default: "
+                      "sides drawn in [min_size, max_size].")
     flags.mark_flag_as_required("output_dir")
 
 
@@ -367,7 +370,8 @@ def main(argv):
     stats = generate(f.output_dir, f.num_train, f.num_val, f.seed, f.min_size, f.max_size,
                      f.jpeg_quality, crowd_prob=f.crowd_prob, many_prob=f.many_prob,
                      num_objects=_pair(f.num_objects, int, "num_objects"),
-                     object_size=_pair(f.object_size, float, "object_size"))
+                     object_size=_pair(f.object_size, float, "object_size"),
+                     fixed_size=_pair(f.image_size, int, "image_size") if f.image_size else None)
     print(json.dumps(stats))
 
 

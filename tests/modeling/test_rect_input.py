@@ -220,3 +220,19 @@ def test_square_only_values_say_what_to_use():
         cfg.FEATURE_SIZES
     with pytest.raises(ValueError, match="needs PROTO_HW"):
         cfg.PROTO_OUTPUT_SIZE
+
+
+def test_weights_run_at_another_size_say_the_priors_are_rebuilt(tmp_path, capsys):
+    """A training folder's config at 128 px run with -override IMG_SIZE=[96,160]: the
+    config follows the override and one note says what changes."""
+    from config import resolve_config
+
+    get_config("shapes").to_json(str(tmp_path / "config.json"))
+    cfg = resolve_config("shapes", overrides=["IMG_SIZE=[96,160]", "RESIZE=letterbox"],
+                         weights=str(tmp_path))
+    assert (cfg.IMG_HW, cfg.RESIZE) == ((96, 160), "letterbox")
+    err = capsys.readouterr().err
+    assert "IMG_SIZE=128 -> (96, 160), RESIZE='stretch' -> 'letterbox'" in err
+    assert f"priors are rebuilt for IMG_SIZE=[96, 160] ({cfg.NUM_PRIORS} priors)" in err
+    resolve_config("shapes", weights=str(tmp_path))
+    assert capsys.readouterr().err == ""  # same size: nothing to say

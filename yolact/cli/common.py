@@ -16,7 +16,7 @@ def load_model(cfg, weights, prefer_best=True):
     from yolact.weights.checkpoints import load_weights
 
     model = factory.build_model(cfg)
-    model(np.zeros((1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3), np.float32), training=False)
+    model(np.zeros((1, *cfg.IMG_HW, 3), np.float32), training=False)
     resolved = load_weights(model, weights, prefer_best=prefer_best)
     print(f"Loaded weights from {resolved}")
     return model

@@ -85,7 +85,9 @@ def resolve_config(name: str, tfrecord_dir: str | None = None, label_map: str | 
         overrides = parse_overrides(overrides)
     saved = config_beside(weights)
     if saved:
-        return from_json(saved, **overrides)
+        cfg = from_json(saved, **overrides)
+        _say_size_change(from_json(saved), cfg, saved)
+        return cfg
     if name.endswith(".json") or os.path.sep in name:
         return from_json(name, **overrides)
     if name in PRESETS and label_map is None:
@@ -107,6 +109,23 @@ def resolve_config(name: str, tfrecord_dir: str | None = None, label_map: str | 
     if name in PRESETS:
         return get_config(name, label_map=label_map, **overrides)
     return get_config("custom", label_map=label_map, **{"NAME": name, **overrides})
+
+
+SIZE_KEYS = ("IMG_SIZE", "RESIZE", "RECT_PRIORS")
+
+
+def _say_size_change(trained, cfg, where: str) -> None:
+    """One line on stderr when -override runs a network at another input size or resize
+    mode than it was trained with: the convolutions take any size, the priors are rebuilt."""
+    import sys
+
+    changed = [f"{k}={getattr(trained, k)!r} -> {getattr(cfg, k)!r}" for k in SIZE_KEYS
+               if getattr(trained, k) != getattr(cfg, k)]
+    if changed:
+        print(f"note: {where} was trained with another input ({', '.join(changed)}): the "
+              f"convolutions take any size; the priors are rebuilt for IMG_SIZE="
+              f"{list(cfg.IMG_HW)} ({cfg.NUM_PRIORS} priors), so accuracy may differ from "
+              f"the trained size", file=sys.stderr)
 
 
 def config_beside(weights: str | None):

@@ -180,7 +180,7 @@ class Trainer:
             self.model = factory.build_model(cfg, precision=self.precision)
             if cfg.BACKBONE_WEIGHTS:
                 load_backbone_weights(self.model.backbone, cfg.BACKBONE_WEIGHTS)
-            self.model(tf.zeros([1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3]), training=False)
+            self.model(tf.zeros([1, *cfg.IMG_HW, 3]), training=False)
             freeze = options.freeze_bn
             if freeze is None:
                 freeze = self.per_replica_batch < cfg.FREEZE_BN_BELOW
