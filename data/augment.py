@@ -7,6 +7,10 @@ seed fixes the result. The official chain, in order:
     ConvertFromInts, ToAbsoluteCoords, PhotometricDistort, Expand,
     RandomSampleCrop, RandomMirror, Resize (+ discard tiny boxes), normalize.
 
+The network input is IMG_SIZE (an int side or (H, W)). Resize stretches to it as the
+official code does, or (RESIZE="letterbox", our addition) keeps the aspect ratio and
+pads bottom / right: see `resize_and_discard`.
+
 The official code works on BGR images; brightness and contrast are
 channel-symmetric, and the HSV jitter is done here colour-correctly on RGB with
 ``tf.image.rgb_to_hsv``. Official ``RandomLightingNoise`` is a no-op (its body
@@ -24,7 +28,7 @@ import dataclasses
 import tensorflow as tf
 
 from yolact.ops.backend import get_ops
-from yolact.ops.image import MEAN_RGB, normalize_image, resize_image
+from yolact.ops.image import MEAN_RGB, content_hw, fit_image
 from yolact.ops.masks import resize_binarize_masks
 
 _TF = get_ops("tensorflow")  # runs inside tf.data whatever KERAS_BACKEND says
@@ -43,7 +47,7 @@ CROP_MODES = 6
 class AugmentParams:
     """Plain settings of `augment` (no config object inside the ops)."""
 
-    img_size: int
+    img_size: int | tuple  # the network input: an int side or (H, W)
     mean: tuple  # RGB, 0..255 scale: the normalization (image - mean) / std
     std: tuple  # RGB
     photometric: bool = True
@@ -57,12 +61,13 @@ class AugmentParams:
     # backbone, also DarkNet, whose BackboneTransform only divides by 255 (there MEAN
     # is 0 and STD 255, so filling with `mean` would give black canvases).
     expand_fill: tuple = MEAN_RGB
+    resize: str = "stretch"  # the final Resize: "stretch" (official) or "letterbox"
 
     @classmethod
-    def from_config(cls, cfg, enabled: bool = True) -> "AugmentParams":
+    def from_config(cls, cfg, enabled: bool = True) -> AugmentParams:
         """From a YolactConfig; ``enabled=False`` turns every random op off."""
         return cls(
-            img_size=cfg.IMG_SIZE, mean=tuple(cfg.MEAN), std=tuple(cfg.STD),
+            img_size=cfg.IMG_HW, mean=tuple(cfg.MEAN), std=tuple(cfg.STD), resize=cfg.RESIZE,
             photometric=enabled and cfg.AUG_PHOTOMETRIC, expand=enabled and cfg.AUG_EXPAND,
             crop=enabled and cfg.AUG_CROP, mirror=enabled and cfg.AUG_MIRROR,
             max_expand_ratio=cfg.AUG_MAX_EXPAND_RATIO, discard_box_size=cfg.DISCARD_BOX_SIZE,
@@ -278,23 +283,59 @@ def random_mirror(image, boxes, masks, seed):
 
 
 # ---------------------------------------------------------------- resize
-def resize_and_discard(image, boxes, masks, is_crowd, labels, size, discard_box_size):
-    """Official Resize: image and masks to size x size, boxes to normalized.
+def resize_and_discard(image, boxes, masks, is_crowd, labels, size, discard_box_size,
+                       resize="stretch", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
+    """Official Resize, then the normalization: image, masks and boxes to the network input.
 
-    Masks are resized bilinearly and binarized at 0.5 (the official cv2.resize
-    of uint8 0/1 masks rounds). Boxes whose width or height *in pixels at
-    ``size``* is not above ``discard_box_size`` are dropped: the official code
-    compares pixel sizes to 4/550, so in effect only zero-size boxes go.
+    Args:
+      image: float32 [h0, w0, 3], 0..255. boxes: float32 [N, 4] absolute xyxy pixels.
+      masks: [N, h0, w0] 0/1. is_crowd: bool [N]. labels: int32 [N].
+      size: the network input, an int side or (H, W).
+      discard_box_size: boxes not above this many pixels wide and high at `size` go.
+      resize: "stretch" (official Resize: to H x W, aspect ratio not kept) or
+        "letterbox" (scaled by one factor to the content `letterbox_hw`, top-left, the
+        rest padded: 0 in the normalized image, 0 in the masks).
+      mean, std: the normalization (image - mean) / std; the defaults keep pixels.
+    Returns:
+      (image float32 [H, W, 3] normalized, boxes float32 [M, 4] normalized to the
+      network input, masks float32 [M, H, W] 0/1, is_crowd [M], labels [M]).
+
+    Masks are resized bilinearly and binarized at 0.5 (the official cv2.resize of
+    uint8 0/1 masks rounds). Boxes whose width or height *in pixels at ``size``* is
+    not above ``discard_box_size`` are dropped: the official code compares pixel sizes
+    to 4/550, so in effect only zero-size boxes go.
+
+    Letterbox is our deliberate addition: the official Resize has an unfinished
+    ``preserve_aspect_ratio`` option (``calc_size_preserve_ar``: an image of about
+    max_size^2 pixels whose shape varies with each image, not a fixed input). Here the image
+    goes through `fit_image` (the Predictor's and the SavedModel's preprocessing), so
+    training, evaluation and serving see the same pixels; a box x becomes x * fx, y
+    becomes y * fy with (fy, fx) = content size / input size.
     """
-    h = tf.cast(tf.shape(image)[0], tf.float32)
-    w = tf.cast(tf.shape(image)[1], tf.float32)
-    image = resize_image(image, size, xp=_TF)
-    masks = resize_binarize_masks(tf.cast(masks, tf.float32), size, xp=_TF)
+    out_hw = size_hw(size)
+    h0, w0 = tf.shape(image)[0], tf.shape(image)[1]
+    h, w = tf.cast(h0, tf.float32), tf.cast(w0, tf.float32)
+    image = fit_image(image, out_hw, mean, std, resize, xp=_TF)
     boxes = boxes / tf.stack([w, h, w, h])
-    size_px = (boxes[:, 2:] - boxes[:, :2]) * float(size)
+    if resize == "stretch":
+        masks = resize_binarize_masks(tf.cast(masks, tf.float32), out_hw, xp=_TF)
+    else:
+        new_h, new_w = content_hw(h0, w0, out_hw, resize, xp=_TF)
+        masks = resize_binarize_masks(tf.cast(masks, tf.float32), (new_h, new_w), xp=_TF)
+        masks = tf.pad(masks, [[0, 0], [0, out_hw[0] - new_h], [0, out_hw[1] - new_w]])
+        fx = tf.cast(new_w, tf.float32) / out_hw[1]
+        fy = tf.cast(new_h, tf.float32) / out_hw[0]
+        boxes = boxes * tf.stack([fx, fy, fx, fy])
+    size_px = (boxes[:, 2:] - boxes[:, :2]) * tf.constant([out_hw[1], out_hw[0]], tf.float32)
     keep = tf.reduce_all(size_px > discard_box_size, axis=1)
+    masks = tf.ensure_shape(masks, [None, *out_hw])
     return (image, tf.boolean_mask(boxes, keep), tf.boolean_mask(masks, keep),
             tf.boolean_mask(is_crowd, keep), tf.boolean_mask(labels, keep))
+
+
+def size_hw(size) -> tuple:
+    """An int side or (H, W) -> (H, W) python ints."""
+    return tuple(int(v) for v in size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 # ---------------------------------------------------------------- the chain
@@ -305,11 +346,13 @@ def augment(image, boxes, masks, is_crowd, labels, params: AugmentParams, seed):
       image: uint8 or float32 [H, W, 3] RGB, 0..255.
       boxes: float32 [N, 4] normalized x1, y1, x2, y2.
       masks: uint8 [N, H, W] 0/1. is_crowd: bool [N]. labels: int32 [N].
-      params: AugmentParams (flags turn each random op off).
+      params: AugmentParams (flags turn each random op off; img_size and resize say
+        how the result becomes the network input of H x W, see `resize_and_discard`).
       seed: int [2]; the same seed gives the same result.
     Returns:
-      dict: image float32 [S, S, 3] normalized (MEAN/STD, RGB); boxes float32
-      [M, 4] normalized; masks float32 [M, S, S] 0/1; is_crowd bool [M];
+      dict: image float32 [H, W, 3] normalized (MEAN/STD, RGB; a letterbox's padding
+      is 0); boxes float32 [M, 4] normalized to the network input; masks float32
+      [M, H, W] 0/1; is_crowd bool [M];
       labels int32 [M] (M <= N: objects cropped away or of zero size dropped).
     """
     s = split_seed(seed, 4)
@@ -329,13 +372,13 @@ def augment(image, boxes, masks, is_crowd, labels, params: AugmentParams, seed):
     if params.mirror:
         image, boxes, masks = random_mirror(image, boxes, masks, s[3])
     image, boxes, masks, is_crowd, labels = resize_and_discard(
-        image, boxes, masks, is_crowd, labels, params.img_size, params.discard_box_size)
-    size = params.img_size
-    image = tf.ensure_shape(normalize_image(image, params.mean, params.std, xp=_TF), [size, size, 3])
+        image, boxes, masks, is_crowd, labels, params.img_size, params.discard_box_size,
+        params.resize, params.mean, params.std)
+    height, width = size_hw(params.img_size)
     return {
-        "image": image,
+        "image": tf.ensure_shape(image, [height, width, 3]),
         "boxes": tf.ensure_shape(boxes, [None, 4]),
-        "masks": tf.ensure_shape(masks, [None, size, size]),
+        "masks": tf.ensure_shape(masks, [None, height, width]),
         "is_crowd": is_crowd,
         "labels": labels,
     }

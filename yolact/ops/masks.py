@@ -41,15 +41,21 @@ def crop_masks(masks, boxes, padding=1, xp=None):
     return masks * xp.cast(keep, masks.dtype)
 
 
+def _hw(size) -> tuple:
+    """An int side or (h, w) -> (h, w); the entries may be int32 scalar tensors."""
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
 def resize_binarize_masks(masks, size, xp=None):
-    """[N, H, W] masks -> float32 [N, size, size] 0/1.
+    """[N, H, W] masks -> float32 [N, h, w] 0/1 for `size` (an int side or (h, w); with
+    the tf ops, (h, w) may be int32 scalar tensors).
 
     Bilinear with half-pixel centres and no antialiasing (torch
     `interpolate(align_corners=False)`), then > 0.5, as the official loss does.
     """
     xp = resolve(xp)
     masks = xp.cast(masks, "float32")[..., None]
-    resized = xp.image.resize(masks, (size, size), interpolation="bilinear", antialias=False)
+    resized = xp.image.resize(masks, _hw(size), interpolation="bilinear", antialias=False)
     return xp.cast(resized[..., 0] > 0.5, "float32")
 
 
@@ -61,12 +67,12 @@ def semantic_targets(masks, labels, valid, num_classes, size, xp=None):
       labels: int [N] class ids 1..C.
       valid: bool [N] real rows.
       num_classes: C (background excluded).
-      size: output side (FEATURE_SIZES[0]).
+      size: output size, an int side or (h, w) (FEATURE_HW[0], P3).
     Returns:
-      float32 [size, size, C]: per class, the max of its downsampled masks.
+      float32 [h, w, C]: per class, the max of its downsampled masks.
     """
     xp = resolve(xp)
-    small = resize_binarize_masks(masks, size, xp=xp)  # [N, s, s]
+    small = resize_binarize_masks(masks, size, xp=xp)  # [N, h, w]
     onehot = xp.one_hot(xp.cast(labels, "int32") - 1, num_classes)  # [N, C]
     onehot = onehot * xp.cast(valid, "float32")[:, None]
     # Masks are 0/1, so max over instances == min(1, sum); the sum is defined for N = 0.
