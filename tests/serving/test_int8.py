@@ -146,8 +146,9 @@ def test_a_network_of_another_size_is_refused(exported):
         assert tuple(network.input_shape[1:]) == (64, 64, 3)
         check_input_size(network, 64, path)
         with pytest.raises(ValueError, match=rf"{os.path.basename(path)}: the network takes "
-                                             r"64x64 images but the config says IMG_SIZE=96; "
-                                             r".*-override IMG_SIZE=64"):
+                                             r"64x64 images \(input shape \(.*, 64, 64, 3\)\) "
+                                             r"but the config says IMG_SIZE=96; "
+                                             r".*-override IMG_SIZE=64\)"):
             check_input_size(network, 96, path)
 
 

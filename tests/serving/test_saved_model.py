@@ -554,7 +554,7 @@ def test_resize_weights_match_postprocess_matrix():
     import tensorflow as tf
 
     from yolact.detection.postprocess import resize_matrix
-    from yolact.serving.saved_model import resize_weights
+    from yolact.serving.outputs import resize_weights
 
     sizes = [96, 50, 7, 32]
     weights = resize_weights(32, tf.constant(sizes), tf.constant(100)).numpy()
@@ -568,7 +568,7 @@ def test_pixel_boxes_batch_matches_pixel_boxes():
     import tensorflow as tf
 
     from yolact.detection.postprocess import pixel_boxes
-    from yolact.serving.saved_model import pixel_boxes_batch
+    from yolact.serving.outputs import pixel_boxes_batch
 
     boxes = np.array([[[0.1, 0.2, 0.5, 0.9], [0.7, -0.1, 0.3, 1.2]],
                       [[0.0, 0.0, 1.0, 1.0], [0.25, 0.5, 0.26, 0.51]]], np.float32)

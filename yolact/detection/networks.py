@@ -1,7 +1,10 @@
 """Networks from other engines, callable like the Keras model in inference mode.
 
-float32 [B, S, S, 3] normalized -> {'loc', 'conf', 'coef', 'proto'} numpy arrays; a
-`Predictor(None, cfg, network=...)` runs detection and masks on their outputs.
+float32 [B, H, W, 3] normalized -> {'loc', 'conf', 'coef', 'proto'} numpy arrays; a
+`Predictor(None, cfg, network=...)` runs detection and masks on their outputs. H x W is
+the IMG_HW the file was exported at (`input_shape`; a file takes no other size:
+`check_input_size`); the config.json beside it says how images were fitted to it
+(RESIZE), which the Predictor repeats.
 """
 
 from __future__ import annotations
@@ -19,17 +22,26 @@ def check_output_names(names, where: str) -> None:
                          f"YOLACT network, got {list(names)}")
 
 
-def check_input_size(network, img_size: int, where: str) -> None:
-    """ValueError unless the network file takes images of the config's IMG_SIZE (a file
-    exported at another size would otherwise fail deep inside its engine, or not at all)."""
+def check_input_size(network, img_size, where: str) -> None:
+    """ValueError unless the network file takes images of the config's IMG_SIZE (an int
+    side or (height, width); a file exported at another size would otherwise fail deep
+    inside its engine, or not at all). The message names the file, its input shape and
+    IMG_SIZE: "model.onnx: the network takes 96x160 images (input shape (None, 96, 160,
+    3)) but the config says IMG_SIZE=128; use the config.json exported with it (or
+    -override IMG_SIZE=[96,160])". Dynamic input dims are not checked."""
     shape = getattr(network, "input_shape", None)
     if not shape or len(shape) != 4:
         return
     size = tuple(shape[1:3])
-    if all(isinstance(d, int) and d > 0 for d in size) and size != (img_size, img_size):
-        raise ValueError(f"{where}: the network takes {size[0]}x{size[1]} images but the "
-                         f"config says IMG_SIZE={img_size}; use the config.json exported "
-                         f"with it (or -override IMG_SIZE={size[0]})")
+    hw = tuple(img_size) if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+    if all(isinstance(d, int) and d > 0 for d in size) and size != tuple(hw):
+        square = size[0] == size[1]
+        override = str(size[0]) if square else f"[{size[0]},{size[1]}]"
+        asked = img_size if isinstance(img_size, int) else list(hw)
+        raise ValueError(f"{where}: the network takes {size[0]}x{size[1]} images (input "
+                         f"shape {tuple(shape)}) but the config says IMG_SIZE={asked}; use "
+                         f"the config.json exported with it (or -override "
+                         f"IMG_SIZE={override})")
 
 
 def _dims(shape) -> tuple:
@@ -40,7 +52,7 @@ def _dims(shape) -> tuple:
 class OnnxNetwork:
     """The network exported by `export_savedmodel.py -onnx`, run by onnxruntime on the CPU.
 
-    Callable like the Keras model in inference mode: float32 [B, S, S, 3] normalized
+    Callable like the Keras model in inference mode: float32 [B, H, W, 3] normalized
     -> {'loc', 'conf', 'coef', 'proto'} numpy arrays. On 2 CPU threads it ran the
     R50-550 network in 0.88x the time of TF's fastest graph (benchmarks/RESULTS.md).
     """
@@ -71,7 +83,7 @@ class OnnxNetwork:
 class LiteRTNetwork:
     """A .tflite network run by the LiteRT interpreter (XNNPACK on the CPU).
 
-    Callable like the Keras model in inference mode: float32 [B, S, S, 3] normalized ->
+    Callable like the Keras model in inference mode: float32 [B, H, W, 3] normalized ->
     {'loc', 'conf', 'coef', 'proto'} numpy arrays (a batch runs image by image).
     """
 
@@ -110,7 +122,7 @@ class LiteRTNetwork:
 class OpenVINONetwork:
     """An OpenVINO IR network (model.xml + model.bin) run by OpenVINO's CPU plugin.
 
-    Callable like the Keras model in inference mode: float32 [B, S, S, 3] normalized ->
+    Callable like the Keras model in inference mode: float32 [B, H, W, 3] normalized ->
     {'loc', 'conf', 'coef', 'proto'} numpy arrays. `precision`: "fp32"; "bf16" (CPUs with
     AVX512_BF16 or AMX); "auto", the plugin's choice (bf16 where the CPU has it).
     """

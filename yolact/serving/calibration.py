@@ -2,9 +2,10 @@
 
 Post-training quantization picks each activation's int8 range from the values the network
 produces on sample inputs, so those inputs must look like what it will see: the images of
-the TFRecord train split, preprocessed exactly as at inference (the eval parser: resize to
-IMG_SIZE and normalize with the config's MEAN/STD). Never random data: a network calibrated
-on noise clips the activations of real images.
+the TFRecord train split, preprocessed exactly as at inference (the eval parser,
+`yolact.ops.image.fit_image`: stretched or letterboxed to IMG_HW as the config's RESIZE
+says, normalized with its MEAN/STD; letterbox padding is 0, as the network will see it).
+Never random data: a network calibrated on noise clips the activations of real images.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ DEFAULT_CALIBRATION_IMAGES = 300
 
 def calibration_images(cfg, tfrecord_dir: str | None, count: int = DEFAULT_CALIBRATION_IMAGES,
                        split: str = "train", what: str = "an int8 export") -> np.ndarray:
-    """float32 [N, S, S, 3]: the first `count` images of <tfrecord_dir>/<split>-*.tfrecord
+    """float32 [N, H, W, 3] (IMG_HW): the first `count` images of <tfrecord_dir>/<split>-*.tfrecord
     (fewer if the split is smaller), normalized as the network's input.
 
     Raises ValueError naming the flag when there is no folder, no shard or no image.

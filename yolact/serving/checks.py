@@ -34,13 +34,13 @@ def relative_rms(ours, theirs) -> float:
 def check_against_keras(network, model, cfg, what: str, tolerance: float,
                         seed: int = 0, inputs=None) -> dict:
     """Run `network` (a callable like the Keras model) and `model` on one normalized input
-    (`inputs` [1, S, S, 3], e.g. a real image for an int8 network whose ranges were
-    calibrated on real images; default a fixed random one); {output: rms diff / std}.
+    (`inputs` [1, H, W, 3] at cfg.IMG_HW, e.g. a real image for an int8 network whose
+    ranges were calibrated on real images; default a fixed random one); {output: rms diff
+    / std}.
     Raises ValueError naming `what` on non-finite outputs or a difference beyond
     `tolerance`."""
     if inputs is None:
-        inputs = np.random.default_rng(seed).standard_normal(
-            (1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3))
+        inputs = np.random.default_rng(seed).standard_normal((1, *cfg.IMG_HW, 3))
     x = np.asarray(inputs, np.float32)
     ours = network(x)
     keras_out = {k: np.asarray(v) for k, v in model(x, training=False).items()}

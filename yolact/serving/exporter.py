@@ -23,12 +23,21 @@ Everything is written to a hidden temp folder in export_dir (TF Serving ignores
 non-numeric folders) and renamed when complete, so a failed export (a LiteRT file that
 does not match Keras, a bad flag) leaves export_dir as it was. `inference.py -model`
 runs any of the network files with the config.json beside it.
+
+Every format is written at the config's IMG_HW (IMG_SIZE an int side or (height,
+width)) and the config.json records how images were fitted to it (RESIZE: stretch or
+letterbox) and the prior layout (RECT_PRIORS): a network file takes only inputs of that
+size, and its detections only mean boxes in the original image under the same resize.
+`yolact.serving.artifacts.check_exported_config` refuses to run an artifact under a
+config that disagrees with its config.json on those (or any other MODEL_KEYS setting).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+
+import numpy as np
 
 FORMATS = {
     "saved_model": "saved_model.pb",
@@ -107,8 +116,9 @@ def _write(model, cfg, name: str, folder: str, verbose: bool, calibration):
     return export_litert(model, cfg, path, LITERT_FORMAT_KINDS[name], images)
 
 
-def _once(calibration):
-    """A function returning the calibration images, loading them on the first call only."""
+def _once(calibration, cfg=None):
+    """A function returning the calibration images, loading them on the first call only
+    (and, with `cfg`, checking that they are [N, H, W, 3] at its IMG_HW)."""
     cache = []
 
     def images():
@@ -116,7 +126,14 @@ def _once(calibration):
             if calibration is None:
                 raise ValueError(f"the formats {', '.join(CALIBRATED_FORMATS)} are calibrated "
                                  f"on real images: pass -tfrecord_dir with the train split")
-            cache.append(calibration() if callable(calibration) else calibration)
+            loaded = calibration() if callable(calibration) else calibration
+            shape = tuple(np.shape(loaded))
+            if cfg is not None and (len(shape) != 4 or shape[1:] != (*cfg.IMG_HW, 3)):
+                raise ValueError(f"calibration images must be float32 [N, {cfg.IMG_HW[0]}, "
+                                 f"{cfg.IMG_HW[1]}, 3] (IMG_SIZE={cfg.IMG_SIZE}, fitted as "
+                                 f"RESIZE={cfg.RESIZE!r} says: calibration_images does it), "
+                                 f"got shape {shape}")
+            cache.append(loaded)
         return cache[0]
     return images
 
@@ -138,7 +155,7 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
            overwrite: bool = False, verbose: bool = False, calibration=None) -> dict:
     """Write <export_dir>/<version>/ with config.json and every format, atomically.
 
-    `calibration`: float32 [N, S, S, 3] normalized real images for the int8 formats, or a
+    `calibration`: float32 [N, H, W, 3] normalized real images (IMG_HW) for the int8 formats, or a
     function returning them. Returns {"path": version folder, "files": {format: file},
     "checks": {format: report}}.
     """
@@ -157,7 +174,7 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     checks = {}
-    calibration = _once(calibration)
+    calibration = _once(calibration, cfg)
     try:
         cfg.to_json(os.path.join(tmp_dir, "config.json"))
         if cfg.USE_MASKIOU:  # YOLACT++: the re-scoring net runs after the network files

@@ -1,7 +1,7 @@
 """LiteRT (.tflite) export of the network, checked against Keras before it is written.
 
-The network alone, as `export_onnx` has it: input `images` float32 [1, S, S, 3]
-normalized (batch 1, the mobile and XNNPACK layout) -> loc [1, P, 4], conf [1, P, C+1]
+The network alone, as `export_onnx` has it: input `images` float32 [1, H, W, 3]
+normalized at the config's IMG_HW (batch 1, the mobile and XNNPACK layout) -> loc [1, P, 4], conf [1, P, C+1]
 logits, coef [1, P, K], proto [1, Hp, Wp, K]; detection and masks run outside
 (`Predictor(None, cfg, network=LiteRTNetwork(path))`).
 
@@ -45,7 +45,7 @@ def tolerance(kind: str, cfg) -> float:
 
 def litert_model(model, cfg, kind: str = "fp32", calibration=None) -> bytes:
     """The .tflite flatbuffer of the network (see the module docstring); `calibration`:
-    float32 [N, S, S, 3] normalized real images, for the calibrated kinds."""
+    float32 [N, H, W, 3] normalized real images at IMG_HW, for the calibrated kinds."""
     if kind not in LITERT_KINDS:
         raise ValueError(f"LiteRT kind must be one of {LITERT_KINDS}, got {kind!r}")
     if kind in CALIBRATED_KINDS and calibration is None:
@@ -55,7 +55,7 @@ def litert_model(model, cfg, kind: str = "fp32", calibration=None) -> bytes:
         convert_variables_to_constants_v2,
     )
 
-    spec = tf.TensorSpec([1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3], tf.float32, name="images")
+    spec = tf.TensorSpec([1, *cfg.IMG_HW, 3], tf.float32, name="images")
 
     @tf.function(input_signature=[spec])
     def network(images):

@@ -15,13 +15,14 @@ ONNX_OUTPUTS = NETWORK_OUTPUTS
 
 
 def export_onnx(model, cfg, path: str, opset: int | None = None) -> str:
-    """The network alone (no detection) as ONNX: input `images` float32 [B, S, S, 3]
-    normalized -> loc [B, P, 4], conf [B, P, C+1] logits, coef [B, P, K],
-    proto [B, Hp, Wp, K] (tf2onnx via tf.function; written atomically)."""
+    """The network alone (no detection) as ONNX: input `images` float32 [B, H, W, 3]
+    normalized, (H, W) = cfg.IMG_HW (fixed in the file; fitted as cfg.RESIZE says by
+    whoever runs it, e.g. the Predictor) -> loc [B, P, 4], conf [B, P, C+1] logits,
+    coef [B, P, K], proto [B, Hp, Wp, K] (tf2onnx via tf.function; written atomically)."""
     import tf2onnx
 
     tf = _tf()
-    spec = [tf.TensorSpec([None, cfg.IMG_SIZE, cfg.IMG_SIZE, 3], tf.float32, name="images")]
+    spec = [tf.TensorSpec([None, *cfg.IMG_HW, 3], tf.float32, name="images")]
 
     @tf.function(input_signature=spec)
     def network(images):
@@ -121,7 +122,7 @@ def _fix_resize_scales_once(proto) -> int:
 def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None = None) -> dict:
     """Static int8 ONNX (QDQ: int8 per-channel weights, uint8 activations, onnxruntime's x86
     layout) from the float network (`onnx_path` if given, else a temporary one), activation
-    ranges calibrated on `calibration` (float32 [N, S, S, 3] normalized real images).
+    ranges calibrated on `calibration` (float32 [N, H, W, 3] normalized real images at IMG_HW).
     Checked against Keras on the last calibration image, then written atomically; returns
     {output: rms diff / std}."""
     import os

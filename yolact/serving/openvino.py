@@ -1,7 +1,7 @@
 """OpenVINO IR export of the network (from its ONNX form), checked against Keras.
 
-`model.xml` + `model.bin`: input `images` float32 [B, S, S, 3] normalized -> loc, conf,
-coef, proto, as the ONNX network (OpenVINO reads the ONNX file directly and converts it in
+`model.xml` + `model.bin`: input `images` float32 [B, H, W, 3] normalized (IMG_HW) -> loc,
+conf, coef, proto, as the ONNX network (OpenVINO reads the ONNX file directly and converts it in
 about a second; it cannot read the serving SavedModel, whose decoding ops it lacks). The IR
 stores float32 weights; the precision of the arithmetic is a run-time choice of OpenVINO's
 CPU plugin (`OpenVINONetwork(precision=...)`): "fp32", or "bf16" on CPUs with AVX512_BF16 /
@@ -25,7 +25,7 @@ def export_openvino(model, cfg, path: str, onnx_path: str | None = None,
     if given, else a temporary one), checked against Keras first. Returns {output: rms diff /
     std}.
 
-    With `calibration` (float32 [N, S, S, 3] normalized real images) the IR is quantized to
+    With `calibration` (float32 [N, H, W, 3] normalized real images) the IR is quantized to
     int8 by NNCF post-training quantization (`nncf.quantize`, default preset: int8 weights
     and activations where the CPU plugin has int8 kernels) and checked on the last
     calibration image with INT8_TOLERANCE; without it, in float32 (`fp32_tolerance`).

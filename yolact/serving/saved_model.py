@@ -6,17 +6,24 @@ normalize -> network -> Fast NMS -> masks at each image's original size):
     <export_dir>/<version>/saved_model.pb, variables/, config.json,
                            assets.extra/tf_serving_warmup_requests
 
-Signatures (B images, D = MAX_NUM_DETECTION, S = IMG_SIZE, Hp x Wp = prototype size):
+Signatures (B images, D = MAX_NUM_DETECTION, H x W = the network input IMG_HW (IMG_SIZE
+an int side or (height, width)), Hp x Wp = prototype size PROTO_HW):
 - ``serving_default``: ``images`` tf.string [B], encoded JPEG/PNG/BMP/GIF/WebP bytes
-  (any sizes; decoded to 3 channels RGB, first frame of a GIF);
-- ``serving_preprocessed``: ``images`` float32 [B, S, S, 3] RGB normalized with
-  the config's MEAN/STD, ``image_sizes`` int32 [B, 2] original (height, width);
+  (any sizes; decoded to 3 channels RGB, first frame of a GIF), each fitted to H x W as
+  the config's RESIZE says (`yolact.ops.image.fit_image`): "stretch" resizes it to
+  H x W (aspect ratio not kept); "letterbox" scales it by one factor to fit
+  (`letterbox_hw`), puts it in the top-left corner and pads the rest with MEAN (0 after
+  normalization);
+- ``serving_preprocessed``: ``images`` float32 [B, H, W, 3] RGB normalized with
+  the config's MEAN/STD and fitted as above (letterbox: the client pads, top-left),
+  ``image_sizes`` int32 [B, 2] original (height, width), from which the graph also
+  computes the part of the input each letterboxed image covers;
 - ``serving_tf_example``: ``serialized`` tf.string [B], serialized tf.train.Example
   protos (the TF Object Detection API's ``tf_example`` input) holding the encoded
   image under ``data.tf_example.IMAGE_ENCODED`` (the key the TFRecord creator
   writes; other features are ignored); then exactly the serving_default path;
 - ``serving_compact``: ``images`` as serving_default; the REST-friendly outputs;
-- ``serving_network``: ``images`` float32 [B, S, S, 3] as serving_preprocessed; the raw
+- ``serving_network``: ``images`` float32 [B, H, W, 3] as serving_preprocessed; the raw
   network outputs loc [B, P, 4], conf [B, P, C+1], coef [B, P, K], proto [B, Hp, Wp, K]
   (what `inference.py -model <version folder>` runs, with detection and masks on the host
   as for every other network file: `SavedModelNetwork`).
@@ -27,15 +34,24 @@ The first three return (padded to D detections, sorted by score):
   mask as official eval.py uses it);
   masks uint8 [B, D, Hmax, Wmax] 0/1, image b in the top-left [h_b, w_b]
   corner (Hmax, Wmax = largest size in the batch); image_sizes int32 [B, 2].
+Letterboxed, boxes and masks come from the part of the input the image covers,
+(fy, fx) = `yolact.ops.image.content_fraction` of its height and width
+(`yolact.serving.outputs`): boxes are divided by it before they are scaled to the
+original pixels and clipped there, and only that part of each mask is resized to the
+original size, so the padding never shows in `boxes` or `masks`.
 serving_compact returns the same except ``masks``: masks_lowres uint8 [B, D, Hp, Wp],
 the box-cropped mask probabilities at prototype resolution scaled to 0..255
 (round(255 * p)), D x Hp x Wp numbers per image instead of D x Hmax x Wmax (a
-JSON reply of a few kB instead of MBs). A client gets the full-size 0/1 masks
-of image b with ``yolact.detection.postprocess.masks_from_compact(
-masks_lowres[b, :n], h, w)``: bilinear resize (half-pixel centres, no antialias)
-of masks_lowres / 255 to (h, w) = image_sizes[b], thresholded at > 0.5. That equals
-``masks`` up to the quantization (a pixel whose value is within 1/510 of 0.5
-may flip).
+JSON reply of a few kB instead of MBs). The whole prototype: for a letterboxed
+image the padding region (rows >= Hp x fy, columns >= Wp x fx) is part of
+masks_lowres too (a box reaching into the padding leaves non-zero values there),
+and a client must resize only the content part. A client gets the full-size 0/1
+masks of image b with ``yolact.detection.postprocess.masks_from_compact(
+masks_lowres[b, :n], h, w)`` (letterbox: with ``fraction=content_fraction(h, w,
+IMG_SIZE, "letterbox")`` of the config.json exported beside): bilinear resize
+(half-pixel centres, no antialias) of masks_lowres / 255 (its content part) to
+(h, w) = image_sizes[b], thresholded at > 0.5. That equals ``masks`` up to the
+quantization (a pixel whose value is within 1/510 of 0.5 may flip).
 The numbers are those of `yolact.inference.Predictor` (same preprocessing,
 detection and mask arithmetic); decoding differs only where TF's and OpenCV's
 decoders differ (EXIF orientation is not applied here).
@@ -59,95 +75,14 @@ import numpy as np
 
 from yolact.detection.networks import NETWORK_OUTPUTS, check_output_names
 from yolact.ops.backend import get_ops
-from yolact.ops.image import decode_image, normalize_image, resize_image
+from yolact.ops.image import decode_image, fit_image
 from yolact.serving.graph import SIGNATURES, _tf, network_outputs
+from yolact.serving.outputs import content_fractions, detections_to_outputs
 
 _TF_OPS = get_ops("tensorflow")  # the serving graph is TensorFlow
 OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks", "image_sizes")
 COMPACT_OUTPUT_KEYS = ("num_detections", "boxes", "classes", "scores", "masks_lowres",
                        "image_sizes")
-
-
-def resize_weights(in_size: int, out_sizes, out_max):
-    """Bilinear weights float32 [B, out_max, in_size] for per-image output sizes.
-
-    The graph version of `yolact.postprocess.resize_matrix` (same float32
-    arithmetic) for a batch of sizes out_sizes int32 [B]; rows >= out_sizes[b]
-    are zero, which pads the resized masks with 0.
-    """
-    tf = _tf()
-    out_f = tf.cast(out_sizes, tf.float32)[:, None]
-    scale = tf.constant(float(in_size), tf.float32) / out_f
-    dst = tf.range(out_max, dtype=tf.float32)[None, :]
-    src = tf.maximum(scale * (dst + 0.5) - 0.5, 0.0)
-    low = tf.minimum(tf.floor(src), float(in_size - 1))
-    high = tf.minimum(low + 1.0, float(in_size - 1))
-    frac = src - low
-    weights = (tf.one_hot(tf.cast(low, tf.int32), in_size) * (1.0 - frac)[..., None]
-               + tf.one_hot(tf.cast(high, tf.int32), in_size) * frac[..., None])
-    inside = tf.cast(dst < out_f, tf.float32)
-    return weights * inside[..., None]
-
-
-def pixel_boxes_batch(boxes, sizes):
-    """Normalized xyxy float32 [B, D, 4] -> int32 pixel boxes for sizes int32 [B, 2]."""
-    from yolact.detection.postprocess import pixel_boxes
-
-    return pixel_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])
-
-
-def full_size_masks(lowres, sizes):
-    """float32 [B, D, Hp, Wp] cropped masks -> uint8 [B, D, Hmax, Wmax] 0/1 at each
-    image's (height, width) = sizes[b] (top-left corner, zero padding)."""
-    tf = _tf()
-    h_max, w_max = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-    rows = resize_weights(lowres.shape[2], sizes[:, 0], h_max)  # [B, Hmax, Hp]
-    cols = resize_weights(lowres.shape[3], sizes[:, 1], w_max)  # [B, Wmax, Wp]
-    masks = tf.einsum("byh,bdhw->bdyw", rows, lowres)
-    masks = tf.einsum("bdyw,bxw->bdyx", masks, cols)
-    return tf.cast(masks > 0.5, tf.uint8)
-
-
-def detections_to_outputs(det, proto, sizes, compact: bool = False, maskiou_net=None,
-                          rescore_bbox: bool = False):
-    """Detections + prototypes -> the serving outputs (see the module docstring).
-
-    det: `yolact.detection.detect` output; proto: float32 [B, Hp, Wp, K];
-    sizes: int32 [B, 2] original (height, width). compact: masks_lowres uint8
-    [B, D, Hp, Wp] round(255 * p) (serving_compact) instead of the full-size masks.
-    maskiou_net (YOLACT++ with RESCORE_MASK): adds mask_scores float32 [B, D] = score x
-    the predicted IoU of each cropped mask; rescore_bbox: `scores` re-scored too.
-    """
-    from yolact.detection.postprocess import assemble_masks
-
-    tf = _tf()
-    num = det["scores"].shape[1]
-    valid = tf.range(num)[None, :] < tf.cast(det["num_detections"], tf.int32)[:, None]
-    lowres = assemble_masks(proto, det["coef"], det["boxes"], valid)  # [B, D, Hp, Wp]
-    boxes = pixel_boxes_batch(det["boxes"], sizes) * tf.cast(valid, tf.int32)[..., None]
-    masks = ({"masks_lowres": tf.cast(tf.round(lowres * 255.0), tf.uint8)} if compact
-             else {"masks": full_size_masks(lowres, sizes)})
-    scores = tf.cast(det["scores"], tf.float32)
-    rescored = {}
-    if maskiou_net is not None:
-        from yolact.modeling.maskiou import class_maskiou
-
-        hp, wp = lowres.shape[2], lowres.shape[3]
-        iou = class_maskiou(maskiou_net, tf.reshape(lowres, [-1, hp, wp]),
-                            tf.reshape(tf.cast(det["classes"], tf.int32), [-1]))
-        mask_scores = scores * tf.reshape(iou, tf.shape(scores)) * tf.cast(valid, tf.float32)
-        rescored["mask_scores"] = mask_scores
-        if rescore_bbox:
-            scores = mask_scores
-    return {
-        "num_detections": tf.cast(det["num_detections"], tf.int32),
-        "boxes": boxes,
-        "classes": tf.cast(det["classes"], tf.int32),
-        "scores": scores,
-        **rescored,
-        **masks,
-        "image_sizes": tf.cast(sizes, tf.int32),
-    }
 
 
 def assert_runtime_rank(x, rank: int, message: str):
@@ -220,12 +155,15 @@ def first_bad(bad, count):
     return tf.reduce_min(tf.concat([bad, [count - 1]], 0))
 
 
-def decode_and_preprocess(images, size: int, mean, std, signature: str = "serving_default"):
-    """tf.string [B] encoded images -> (float32 [B, S, S, 3] normalized, int32 [B, 2] sizes).
+def decode_and_preprocess(images, size, mean, std, signature: str = "serving_default",
+                          resize: str = "stretch"):
+    """tf.string [B] encoded images -> (float32 [B, H, W, 3] normalized, int32 [B, 2] sizes).
 
-    Each image is decoded to RGB (3 channels; JPEG with the accurate integer
-    IDCT, bit-identical to OpenCV's decoder) and resized on its own, as
-    `Predictor.predict` does for images of different sizes. The decoding runs
+    `size`: the network input, an int side or (H, W). Each image is decoded to RGB (3
+    channels; JPEG with the accurate integer IDCT, bit-identical to OpenCV's decoder)
+    and fitted on its own by `yolact.ops.image.fit_image` (`resize`: "stretch" to (H, W),
+    or "letterbox": one factor, top-left, the rest 0 = MEAN), as `Predictor.predict`
+    does for images of different sizes. The decoding runs
     in a tf.data pipeline that drops the images it cannot decode, so a bad image
     raises InvalidArgumentError naming its batch index ("... the image at batch
     index 1 of 2 could not be decoded: not a JPEG, PNG, ... (Unknown image file
@@ -234,15 +172,18 @@ def decode_and_preprocess(images, size: int, mean, std, signature: str = "servin
     empty batch, raise InvalidArgumentError too. Messages start with `signature`.
     """
     tf = _tf()
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
     images = checked_vector(images, signature, "images", "encoded images")
     count = tf.shape(images)[0]
 
     def one(i, data):
         image = decode_image(data)
-        return i, resize_image(image, size, xp=_TF_OPS), tf.cast(tf.shape(image)[:2], tf.int32)
+        fitted = fit_image(image, (height, width), mean, std, resize, xp=_TF_OPS)
+        return i, tf.ensure_shape(fitted, [height, width, 3]), tf.cast(tf.shape(image)[:2],
+                                                                          tf.int32)
 
-    (kept, resized, sizes), bad = map_dropping_failures(one, images, (
-        tf.zeros([0], tf.int32), tf.zeros([0, size, size, 3], tf.float32),
+    (kept, normalized, sizes), bad = map_dropping_failures(one, images, (
+        tf.zeros([0], tf.int32), tf.zeros([0, height, width, 3], tf.float32),
         tf.zeros([0, 2], tf.int32)))
     first = first_bad(bad, count)
     message = tf.strings.join([
@@ -251,7 +192,6 @@ def decode_and_preprocess(images, size: int, mean, std, signature: str = "servin
         _format_hint(tf.gather(images, first)),
         tf.strings.format("; bad batch indices: {}", bad)])
     decoded_all = tf.debugging.Assert(tf.equal(tf.size(kept), count), [message])
-    normalized = normalize_image(resized, mean, std, xp=_TF_OPS)
     return checked(normalized, decoded_all), checked(sizes, decoded_all)
 
 
@@ -311,23 +251,29 @@ def _checked_sizes(images, image_sizes):
     return checked(image_sizes, *checks)
 
 
-def checked_preprocessed(images, image_sizes, size: int):
+def _images_message(signature: str, hw) -> str:
+    return (f"{signature}: `images` must be float32 [B, {hw[0]}, {hw[1]}, 3] (a batch of "
+            "normalized images; add the batch axis for a single image)")
+
+
+def checked_preprocessed(images, image_sizes, hw):
     """serving_preprocessed inputs after rank and shape checks (InvalidArgumentError naming
-    the input and the shape expected, not an error from deep inside the network)."""
+    the input and the shape expected, not an error from deep inside the network);
+    hw: the network input (H, W)."""
     tf = _tf()
-    images = checked(images, assert_runtime_rank(images, 4, (
-        f"serving_preprocessed: `images` must be float32 [B, {size}, {size}, 3] (a batch of "
-        "normalized images; add the batch axis for a single image)")))
+    images = checked(images, assert_runtime_rank(images, 4, _images_message(
+        "serving_preprocessed", hw)))
     image_sizes = checked(image_sizes, assert_runtime_rank(image_sizes, 2, (
         "serving_preprocessed: `image_sizes` must be int32 [B, 2], one (height, width) row "
         "per image")))
-    images = tf.ensure_shape(images, [None, size, size, 3])
+    images = tf.ensure_shape(images, [None, *hw, 3])
     image_sizes = tf.ensure_shape(image_sizes, [None, 2])
     return images, _checked_sizes(images, image_sizes)
 
 
 def build_archive(model, cfg, predictor=None):
-    """A keras.export.ExportArchive with the serving signatures (`SIGNATURES`)."""
+    """A keras.export.ExportArchive with the serving signatures (`SIGNATURES`) at the
+    config's IMG_HW, preprocessing with its RESIZE and mapping detections back likewise."""
     import keras
 
     from yolact.detection.detector import detect
@@ -337,7 +283,7 @@ def build_archive(model, cfg, predictor=None):
     predictor = predictor or Predictor(model, cfg, jit_compile=False)
     priors = np.asarray(predictor.priors, np.float32)
     params = predictor.params
-    size = cfg.IMG_SIZE
+    hw = tuple(cfg.IMG_HW)
 
     def serve(images, image_sizes, compact=False):
         outputs = network_outputs(model, images, cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG,
@@ -346,14 +292,15 @@ def build_archive(model, cfg, predictor=None):
         return detections_to_outputs(det, outputs["proto"], image_sizes, compact,
                                      maskiou_net=predictor.maskiou_net
                                      if cfg.RESCORE_MASK else None,
-                                     rescore_bbox=cfg.RESCORE_BBOX)
+                                     rescore_bbox=cfg.RESCORE_BBOX,
+                                     fraction=content_fractions(image_sizes, hw, cfg.RESIZE))
 
     def from_preprocessed(images, image_sizes):
-        return serve(*checked_preprocessed(images, image_sizes, size))
+        return serve(*checked_preprocessed(images, image_sizes, hw))
 
     def decoded(images, signature, compact=False):
-        return serve(*decode_and_preprocess(images, size, cfg.MEAN, cfg.STD, signature),
-                     compact)
+        return serve(*decode_and_preprocess(images, hw, cfg.MEAN, cfg.STD, signature,
+                                            cfg.RESIZE), compact)
 
     def from_bytes(images):
         return decoded(images, "serving_default")
@@ -365,10 +312,9 @@ def build_archive(model, cfg, predictor=None):
         return decoded(images, "serving_compact", compact=True)
 
     def network_only(images):
-        images = checked(images, assert_runtime_rank(images, 4, (
-            f"serving_network: `images` must be float32 [B, {size}, {size}, 3] (a batch of "
-            "normalized images; add the batch axis for a single image)")))
-        return network_outputs(model, tf.ensure_shape(images, [None, size, size, 3]),
+        images = checked(images, assert_runtime_rank(images, 4, _images_message(
+            "serving_network", hw)))
+        return network_outputs(model, tf.ensure_shape(images, [None, *hw, 3]),
                                cfg.NUM_PRIORS, cfg.NUM_CLASSES_WITH_BG, cfg.NUM_MASK)
 
     encoded = [tf.TensorSpec([None], tf.string, name="images")]
@@ -376,13 +322,13 @@ def build_archive(model, cfg, predictor=None):
     archive.track(model)
     archive.add_endpoint("serving_default", from_bytes, input_signature=encoded)
     archive.add_endpoint("serving_preprocessed", from_preprocessed, input_signature=[
-        tf.TensorSpec([None, size, size, 3], tf.float32, name="images"),
+        tf.TensorSpec([None, *hw, 3], tf.float32, name="images"),
         tf.TensorSpec([None, 2], tf.int32, name="image_sizes")])
     archive.add_endpoint("serving_tf_example", from_tf_example, input_signature=[
         tf.TensorSpec([None], tf.string, name="serialized")])
     archive.add_endpoint("serving_compact", from_bytes_compact, input_signature=encoded)
     archive.add_endpoint("serving_network", network_only, input_signature=[
-        tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+        tf.TensorSpec([None, *hw, 3], tf.float32, name="images")])
     return archive
 
 
@@ -398,7 +344,8 @@ def write_saved_model(model, cfg, folder: str, verbose: bool = False) -> None:
 class SavedModelNetwork:
     """The network of an exported SavedModel version folder (its ``serving_network``
     signature), run by TensorFlow: callable like the Keras model in inference mode,
-    float32 [B, S, S, 3] normalized -> {'loc', 'conf', 'coef', 'proto'} numpy arrays."""
+    float32 [B, H, W, 3] normalized (the exported IMG_HW, `input_shape`) -> {'loc',
+    'conf', 'coef', 'proto'} numpy arrays."""
 
     OUTPUTS = NETWORK_OUTPUTS
     SIGNATURE = "serving_network"
@@ -433,14 +380,29 @@ class SavedModelNetwork:
         return {k: v.numpy() for k, v in out.items()}
 
 
-def open_model(path: str, threads: int = 0, precision: str = "auto"):
+def open_model(path: str, threads: int = 0, precision: str = "auto", cfg=None):
     """Any exported model `inference.py -model` runs: a SavedModel version folder
     (TensorFlow) or a network file (`yolact.detection.networks.open_network`);
-    returns (network, engine name)."""
+    returns (network, engine name).
+
+    With `cfg` (the config it will run under) it is checked first against the config.json
+    exported with it (`yolact.serving.artifacts.check_exported_config`: IMG_SIZE, RESIZE,
+    RECT_PRIORS and every other MODEL_KEYS setting must agree), then the network's input
+    shape against cfg.IMG_SIZE (`check_input_size`); either raises ValueError naming the
+    file and both values.
+    """
     import os
 
-    from yolact.detection.networks import open_network
+    from yolact.detection.networks import check_input_size, open_network
 
+    if cfg is not None:
+        from yolact.serving.artifacts import check_exported_config
+
+        check_exported_config(cfg, path)
     if os.path.isdir(path):
-        return SavedModelNetwork(path, threads=threads), "TensorFlow SavedModel"
-    return open_network(path, threads=threads, precision=precision)
+        network, engine = SavedModelNetwork(path, threads=threads), "TensorFlow SavedModel"
+    else:
+        network, engine = open_network(path, threads=threads, precision=precision)
+    if cfg is not None:
+        check_input_size(network, cfg.IMG_SIZE, path)
+    return network, engine

@@ -7,14 +7,15 @@ only through requests to it, so the file holds `WARMUP_RECORDS` requests to ever
 signature of `yolact.serving.graph.SIGNATURES`: a TFRecord of
 `tensorflow_serving.apis.prediction_log_pb2.PredictionLog` records, each a
 ``predict_log.request`` (PredictRequest) of batch 1 made here from one MEAN-coloured
-IMG_SIZE x IMG_SIZE image (nothing is read from disk):
+H x W image, (H, W) = IMG_HW the network input (nothing is read from disk; stretched or
+letterboxed, an image of the input's own size fills it):
 
   serving_default, serving_compact  ``images``: tf.string [1], the image as a JPEG
   serving_tf_example                ``serialized``: tf.string [1], a tf.train.Example
                                     with that JPEG under data.tf_example.IMAGE_ENCODED
-  serving_preprocessed              ``images``: float32 [1, S, S, 3], the image normalized
-                                    with MEAN/STD (about 0), ``image_sizes``: int32 [[S, S]]
-  serving_network                   ``images``: float32 [1, S, S, 3] as above
+  serving_preprocessed              ``images``: float32 [1, H, W, 3], the image normalized
+                                    with MEAN/STD (about 0), ``image_sizes``: int32 [[H, W]]
+  serving_network                   ``images``: float32 [1, H, W, 3] as above
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ WARMUP_RECORDS = 2  # per signature: the first pays the start-up, the second run
 
 
 def warmup_image(cfg) -> np.ndarray:
-    """uint8 [S, S, 3]: one IMG_SIZE x IMG_SIZE image of the colour cfg.MEAN (RGB)."""
+    """uint8 [H, W, 3]: one image of the network input's size IMG_HW, of the colour
+    cfg.MEAN (RGB)."""
     colour = np.clip(np.round(np.asarray(cfg.MEAN, np.float32)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.broadcast_to(colour, (cfg.IMG_SIZE, cfg.IMG_SIZE, 3)))
+    return np.ascontiguousarray(np.broadcast_to(colour, (*cfg.IMG_HW, 3)))
 
 
 def warmup_jpeg(cfg) -> bytes:
@@ -46,9 +48,9 @@ def warmup_inputs(cfg) -> dict:
     from data.tf_example import make_example
 
     jpeg = warmup_jpeg(cfg)
-    size = cfg.IMG_SIZE
+    height, width = cfg.IMG_HW
     example = make_example({
-        "encoded": jpeg, "height": size, "width": size, "format": "jpeg",
+        "encoded": jpeg, "height": height, "width": width, "format": "jpeg",
         "filename": "warmup.jpg", "source_id": "0", "boxes": [], "labels": [], "texts": [],
         "is_crowd": [], "areas": [], "masks": []}).SerializeToString()
     normalized = ((warmup_image(cfg)[None].astype(np.float32) - np.float32(cfg.MEAN))
@@ -56,7 +58,7 @@ def warmup_inputs(cfg) -> dict:
     inputs = {
         "serving_default": {"images": np.array([jpeg], object)},
         "serving_preprocessed": {"images": normalized,
-                                 "image_sizes": np.array([[size, size]], np.int32)},
+                                 "image_sizes": np.array([[height, width]], np.int32)},
         "serving_tf_example": {"serialized": np.array([example], object)},
         "serving_compact": {"images": np.array([jpeg], object)},
         "serving_network": {"images": normalized},
