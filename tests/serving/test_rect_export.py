@@ -24,7 +24,9 @@ import tensorflow as tf
 from config import get_config
 from tests import FIXTURES_DIR
 from yolact.detection.detector import DetectionParams, detect
-from yolact.detection.postprocess import assemble_masks, paste_masks, resize_matrix
+from yolact.detection.postprocess import (
+    assemble_masks, masks_from_compact, paste_masks, resize_matrix,
+)
 from yolact.modeling import factory
 from yolact.ops.image import content_fraction, fit_image, letterbox_hw
 
@@ -192,8 +194,8 @@ def test_serving_compact_is_the_whole_prototype(exported):
         lowres = compact["masks_lowres"][i, :n]
         assert np.abs(lowres - 255.0 * ref["lowres"]).max() <= 0.51
         h, w = image.shape[:2]
-        masks = paste_masks(lowres.astype(np.float32) / 255, h, w,
-                            content_fraction(h, w, cfg.IMG_HW, "letterbox"))
+        masks = masks_from_compact(lowres, h, w,
+                                   content_fraction(h, w, cfg.IMG_HW, "letterbox"))
         differ = masks != served["bytes"]["masks"][i, :n, :h, :w]
         assert not (differ & (np.abs(ref["probs"] - 0.5) > 1 / 510 + 1e-4)).any(), i
 
@@ -368,3 +370,29 @@ def test_calibration_images_are_letterboxed_at_rect_size(tmp_path):
                                          r"\(IMG_SIZE=\(64, 96\), fitted as "
                                          r"RESIZE='letterbox'.*got shape \(2, 64, 64, 3\)"):
         _once(np.zeros((2, 64, 64, 3), np.float32), cfg)()
+
+
+def test_inference_cli_runs_the_rect_export_and_refuses_another_resize(exported, tmp_path):
+    """`inference.py -model` on the letterboxed 96 x 160 export: the boxes written to the
+    results JSON are the numpy reference's; `-override RESIZE=stretch` is one error."""
+    import json
+
+    from tests.cli_utils import parsed_flags
+    from yolact.cli import inference
+
+    image = tmp_path / "wide.png"
+    cv2.imwrite(str(image), exported["decoded"][0][..., ::-1])
+    ref = exported["references"][0]
+    onnx_file = exported["result"]["files"]["onnx"]
+    inference.run(parsed_flags(inference, "-model", onnx_file, "-input", str(image),
+                               "-output_dir", str(tmp_path / "out"), "-save_json",
+                               "-score_threshold", "0", "-top_k", "100"))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    boxes = np.array([a["bbox"] for a in results["annotations"]])
+    n = ref["n"]
+    assert len(boxes) == n
+    np.testing.assert_allclose(boxes[:, :2], ref["boxes"][:n, :2], atol=1)
+    with pytest.raises(ValueError, match="exported with RESIZE='letterbox', asked for"):
+        inference.run(parsed_flags(inference, "-model", onnx_file, "-input", str(image),
+                                   "-output_dir", str(tmp_path / "x"),
+                                   "-override", "RESIZE=stretch"))

@@ -61,20 +61,18 @@ def run(flags_) -> dict:
     if not flags_.weights and not flags_.model:
         raise ValueError("inference.py needs -weights (or -model with an exported network "
                          "file: model.onnx, model.tflite)")
-    if flags_.model:
-        from yolact.serving.saved_model import open_model
-
-        network, engine = open_model(flags_.model, threads=flags_.threads,
-                                     precision=flags_.precision)
     # With -model alone, the config.json beside it (export_savedmodel.py writes it).
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
                          weights=flags_.weights or flags_.model)
     if flags_.model:
-        from yolact.detection.networks import check_input_size
+        from yolact.serving.saved_model import open_model
 
         if flags_["name"].present and not flags_.weights:
             _check_exported_name(cfg, flags_.name, flags_.model)
-        check_input_size(network, cfg.IMG_SIZE, flags_.model)
+        # refuses a config that disagrees with the export's (IMG_SIZE, RESIZE, ...) and a
+        # file of another input size
+        network, engine = open_model(flags_.model, threads=flags_.threads,
+                                     precision=flags_.precision, cfg=cfg)
         maskiou = None
         if cfg.USE_MASKIOU:
             import os

@@ -95,7 +95,8 @@ def paste_masks(lowres, height: int, width: int, fraction=(1.0, 1.0)) -> np.ndar
     return out
 
 
-def masks_from_compact(masks_lowres, height: int, width: int) -> np.ndarray:
+def masks_from_compact(masks_lowres, height: int, width: int,
+                       fraction=(1.0, 1.0)) -> np.ndarray:
     """The SavedModel's serving_compact masks -> full-size 0/1 masks of one image (numpy).
 
     masks_lowres: uint8 [..., Hp, Wp], the cropped mask probabilities scaled to 0..255
@@ -104,13 +105,15 @@ def masks_from_compact(masks_lowres, height: int, width: int) -> np.ndarray:
     [..., height, width]: masks_lowres / 255 resized bilinearly (half-pixel centres, no
     antialias, `resize_matrix`) and thresholded at > 0.5, as serving_default computes its
     `masks` from the unquantized probabilities (pixels within 1/510 of 0.5 may differ).
+    fraction: (fy, fx) for a letterboxed export, whose masks_lowres include the padding:
+    ``yolact.ops.image.content_fraction(height, width, cfg.IMG_HW, "letterbox")``.
     """
     lowres = np.asarray(masks_lowres)
     if lowres.dtype != np.uint8 or lowres.ndim < 2:
         raise ValueError(f"masks_lowres must be uint8 [..., Hp, Wp] (serving_compact's "
                          f"output), got {lowres.dtype} of shape {lowres.shape}")
     flat = lowres.reshape((-1,) + lowres.shape[-2:]).astype(np.float32) / np.float32(255.0)
-    masks = paste_masks(flat, int(height), int(width))
+    masks = paste_masks(flat, int(height), int(width), fraction)
     return masks.reshape(lowres.shape[:-2] + masks.shape[-2:])
 
 
