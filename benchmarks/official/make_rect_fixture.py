@@ -33,7 +33,12 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_common import OFFICIAL_COMMIT, build_net, import_official, official_config  # noqa: E402
+from official_common import (
+    OFFICIAL_COMMIT,
+    build_net,
+    import_official,
+    official_config,
+)
 
 HEIGHT, WIDTH = 96, 160
 MAX_SIZE = max(HEIGHT, WIDTH)

@@ -111,8 +111,12 @@ def test_rect_priors_equal_the_official_code(rect_io):
 def test_official_network_on_a_rect_input(rect_model, rect_io):
     """Raw outputs to ~1e-5 and every official detection (class, box IoU, mask IoU at
     96 x 160, score)."""
-    from yolact.weights.verify import compare_array, detection_check, reference_pairs
-    from yolact.weights.verify import run_reference_input
+    from yolact.weights.verify import (
+        compare_array,
+        detection_check,
+        reference_pairs,
+        run_reference_input,
+    )
 
     cfg, model = rect_model
     outputs = run_reference_input(model, rect_io)
@@ -217,9 +221,9 @@ def test_sizes_and_modes_the_config_cannot_take(override, message):
 def test_square_only_values_say_what_to_use():
     cfg = get_config("shapes", IMG_SIZE=(96, 160))
     with pytest.raises(ValueError, match=r"IMG_SIZE=\[96, 160\] needs FEATURE_HW"):
-        cfg.FEATURE_SIZES
+        _ = cfg.FEATURE_SIZES
     with pytest.raises(ValueError, match="needs PROTO_HW"):
-        cfg.PROTO_OUTPUT_SIZE
+        _ = cfg.PROTO_OUTPUT_SIZE
 
 
 def test_weights_run_at_another_size_say_the_priors_are_rebuilt(tmp_path, capsys):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from data.creator import create_tfrecords
 from data.shapes import generate
 from data.tf_example import IMAGE_ENCODED
+from tests.cli_utils import parsed_flags
 from yolact.detection.networks import (
     OnnxNetwork,
     OpenVINONetwork,
@@ -24,8 +25,6 @@ from yolact.ops.image import preprocess_images
 from yolact.serving.calibration import calibration_images
 from yolact.serving.checks import relative_rms
 from yolact.serving.exporter import export
-
-from tests.cli_utils import parsed_flags
 
 INT8 = ("litert_int8", "onnx_int8", "openvino_int8")
 TOLERANCE = 0.3  # rms diff / std, each format's export check (measured 0.04-0.12 here)

@@ -25,7 +25,10 @@ from config import get_config
 from tests import FIXTURES_DIR
 from yolact.detection.detector import DetectionParams, detect
 from yolact.detection.postprocess import (
-    assemble_masks, masks_from_compact, paste_masks, resize_matrix,
+    assemble_masks,
+    masks_from_compact,
+    paste_masks,
+    resize_matrix,
 )
 from yolact.modeling import factory
 from yolact.ops.image import content_fraction, fit_image, letterbox_hw

@@ -22,7 +22,10 @@ import numpy as np
 
 from yolact.detection.networks import LiteRTNetwork
 from yolact.serving.checks import (
-    FP32_TOLERANCE, INT8_TOLERANCE, check_against_keras, fp32_tolerance,
+    FP32_TOLERANCE,
+    INT8_TOLERANCE,
+    check_against_keras,
+    fp32_tolerance,
 )
 from yolact.serving.graph import _tf, network_outputs
 from yolact.utils.io import write_bytes_atomic
