@@ -234,20 +234,27 @@ def test_cli_round_trip_convert_inference_export(io, tmp_path):
                                    "-output_dir", str(tmp_path / "x")))
 
 
+@pytest.fixture(scope="module")
+def plus_files(plus, tmp_path_factory):
+    """One export of the YOLACT++ network to ONNX, OpenVINO (from that ONNX) and LiteRT."""
+    from yolact.serving.exporter import export
+
+    cfg, model, _ = plus
+    return export(model, cfg, str(tmp_path_factory.mktemp("plus_files")), 1,
+                  ("onnx", "openvino", "litert"))
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "litert"])
-def test_network_files_carry_the_deformable_convs(plus, io, tmp_path, fmt):
+def test_network_files_carry_the_deformable_convs(plus, io, plus_files, fmt):
     """ONNX (tf2onnx: the gathers become Gather ops), OpenVINO (from that ONNX) and LiteRT
     export the YOLACT++ network; each file is checked against Keras at export, and with the
     maskiou_net.npz written beside it the Predictor gives the official detections and mask
     scores."""
     from yolact.detection.predictor import Predictor
-    from yolact.serving.exporter import export
     from yolact.serving.saved_model import open_model
     from yolact.weights.maskiou import read_maskiou
 
-    cfg, model, _ = plus
-    formats = ("onnx", "openvino") if fmt == "openvino" else (fmt,)
-    result = export(model, cfg, str(tmp_path), 1, formats)
+    cfg, result = plus[0], plus_files
     network, _ = open_model(result["files"][fmt], precision="fp32")  # OpenVINO: not bf16
     maskiou = read_maskiou(cfg, result["path"], result["path"])
     image = np.ascontiguousarray(io["input_image_bgr_hwc_uint8"][..., ::-1])

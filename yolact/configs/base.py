@@ -446,7 +446,7 @@ def _validate_plus(cfg: YolactConfig, fail) -> None:
                         if maskiou_output_size(2 * feature_sizes(s)[0], channels) >= 1)
         fail(f"USE_MASKIOU: the mask-IoU net's {len(channels)} unpadded 3x3 stride-2 convs "
              f"need a prototype of at least {2 ** (len(channels) + 1) - 1} px, but "
-             f"IMG_SIZE={cfg.IMG_SIZE} gives {min(cfg.PROTO_HW)} px; use sides >= "
-             f"{smallest}")
+             f"IMG_SIZE={cfg.IMG_SIZE} gives {min(cfg.PROTO_HW)} px; use IMG_SIZE >= "
+             f"{smallest} (each side)")
     if cfg.MASKIOU_ALPHA < 0:
         fail(f"MASKIOU_ALPHA must be >= 0, got {cfg.MASKIOU_ALPHA!r}")
