@@ -84,6 +84,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from official_common import (  # noqa: E402
     OFFICIAL_COMMIT,
+    DetectRecorder,
     PLUS_FIXTURE_SIZE,
     build_net,
     import_official,
@@ -367,18 +368,6 @@ def write_keys(state_dict, path):
 
 
 # ---- eval -----------------------------------------------------------------------------
-class DetectRecorder:
-    """Stands in for `net.detect`: keeps what `Yolact.forward` hands it, then runs it."""
-
-    def __init__(self, detect):
-        self.detect = detect
-        self.predictions = None
-
-    def __call__(self, predictions, net):
-        self.predictions = {k: v.detach().clone() for k, v in predictions.items()}
-        return self.detect(predictions, net)
-
-
 def dcn_offset_stats(net, x):
     """Per DCN: range of the offsets / masks on `x`, fraction of sample points outside."""
     import torch

@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from official_common import (
     OFFICIAL_COMMIT,
+    DetectRecorder,
     build_net,
     import_official,
     official_config,
@@ -42,18 +43,6 @@ from official_common import (
 
 HEIGHT, WIDTH = 96, 160
 MAX_SIZE = max(HEIGHT, WIDTH)
-
-
-class DetectRecorder:
-    """Stands in for `net.detect`: keeps what `Yolact.forward` hands it, then runs it."""
-
-    def __init__(self, detect):
-        self.detect = detect
-        self.predictions = None
-
-    def __call__(self, predictions, net):
-        self.predictions = {k: v.detach().clone() for k, v in predictions.items()}
-        return self.detect(predictions, net)
 
 
 def main(argv=None):

@@ -290,5 +290,17 @@ def fix_sample_crop(transform) -> int:
     return fixed
 
 
+class DetectRecorder:
+    """Stands in for `net.detect`: keeps what `Yolact.forward` hands it, then runs it."""
+
+    def __init__(self, detect):
+        self.detect = detect
+        self.predictions = None
+
+    def __call__(self, predictions, net):
+        self.predictions = {k: v.detach().clone() for k, v in predictions.items()}
+        return self.detect(predictions, net)
+
+
 def state_dict_numpy(net) -> dict:
     return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
