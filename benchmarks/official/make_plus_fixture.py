@@ -82,10 +82,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from official_common import (  # noqa: E402
+from official_common import (
     OFFICIAL_COMMIT,
-    DetectRecorder,
     PLUS_FIXTURE_SIZE,
+    DetectRecorder,
     build_net,
     import_official,
     install_dcn_shim,
