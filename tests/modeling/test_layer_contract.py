@@ -238,6 +238,13 @@ CASES = [
                              protonet_channels=8, head_channels=8, num_mask=3, num_anchors=2,
                              freeze_bn=True, name="yolact"),
          (48, 48, 3), _yolact_out(48, 2, 3, 2), yolact_w(2, 8, 8, 8, 3, 2, "se")),
+    # the contextual loss's training-only head: inference outputs as without it
+    Case("YolactModel-contextual", YolactModel,
+         lambda: YolactModel(2, backbone="resnet_tiny", fpn_channels=8, protonet_channels=8,
+                             head_channels=8, num_mask=3, num_anchors=2,
+                             contextual_embed_dim=5, name="yolact"),
+         (48, 48, 3), _yolact_out(48, 2, 3, 2),
+         yolact_w(2, 8, 8, 8, 3, 2) + conv(1, 8, 5, bias=False)),
 ]
 
 COVERED = {case.cls for case in CASES}

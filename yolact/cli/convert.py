@@ -45,6 +45,9 @@ def convert(cfg, input_path: str, output_path: str, verify_path: str | None = No
     report = load_official_weights(model, input_path)
     log(f"loaded {report['assigned']} tensors from {input_path} "
         f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
+    if report["not_in_checkpoint"]:
+        log(f"not in the checkpoint (kept at their initialization): "
+            f"{', '.join(report['not_in_checkpoint'])}")
     if verify_path:
         log(f"verifying against {verify_path}:")
         if not verify(model, verify_path, checks=checks, log=log):

@@ -129,6 +129,20 @@ class YolactConfig:
     RESCORE_MASK: bool = True
     RESCORE_BBOX: bool = False
     DISCARD_MASK_AREA: float = -1  # official default: keep all (yolact_plus: 5 * 5)
+    # Contextual loss (a modified-YOLACT fork's addition, not official; see
+    # yolact.losses.contextual): a training-only 1x1 conv beside the protonet's last one
+    # gives per-pixel embeddings [Hp, Wp, CONTEXTUAL_EMBED_DIM] (0: no such head, the
+    # official network; yolact.modeling.model says why there),
+    # and a kernel loss pulls the L2-normalised embeddings of adjacent pixels of one GT
+    # instance together against those of other instances.
+    CONTEXTUAL_EMBED_DIM: int = 0
+    # The loss's multiplier (0: off, the official behaviour); > 0 needs the head.
+    CONTEXTUAL_LOSS_WEIGHT: float = 0.0
+    # Band width h of the kernel exp(-d / h) on d = (1 - cosine) / 2 (the fork's 0.5).
+    CONTEXTUAL_BANDWIDTH: float = 0.5
+    # Adjacent pixel pairs sampled per image (right and down neighbours; fewer when an
+    # image's instances have fewer, the rest padded and masked).
+    CONTEXTUAL_PAIRS: int = 64
 
     # Loss.
     LOSS_WEIGHT_CLS: float = 1.0
@@ -296,7 +310,7 @@ MODEL_KEYS = ("NUM_CLASSES", "CLASS_NAMES", "BACKBONE", "BACKBONE_BLOCKS", "BACK
               "BACKBONE_DCN_LAYERS", "BACKBONE_DCN_INTERVAL", "USE_MASKIOU", "MASKIOU_CHANNELS",
               "IMG_SIZE", "RESIZE", "RECT_PRIORS", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS", "NUM_MASK",
               "ANCHOR_SCALES", "SCALE_ANCHORS_WITH_IMG_SIZE", "ASPECT_RATIOS",
-              "USE_SQUARE_ANCHORS", "MEAN", "STD")
+              "USE_SQUARE_ANCHORS", "MEAN", "STD", "CONTEXTUAL_EMBED_DIM")
 
 
 def model_differences(a: "YolactConfig", b: "YolactConfig") -> dict:
@@ -404,6 +418,7 @@ def validate(cfg: YolactConfig) -> None:
         fail(f"BACKBONE_BLOCKS needs {stages} positive block counts for {cfg.BACKBONE}, "
              f"got {cfg.BACKBONE_BLOCKS}")
     _validate_plus(cfg, fail)
+    _validate_contextual(cfg, fail)
     if cfg.LR_SCHEDULE not in LR_SCHEDULES:
         fail(f"LR_SCHEDULE must be one of {LR_SCHEDULES}, got {cfg.LR_SCHEDULE!r}")
     if not 0.0 <= cfg.LR_FINAL_RATIO <= 1.0:
@@ -450,3 +465,33 @@ def _validate_plus(cfg: YolactConfig, fail) -> None:
              f"{smallest} (each side)")
     if cfg.MASKIOU_ALPHA < 0:
         fail(f"MASKIOU_ALPHA must be >= 0, got {cfg.MASKIOU_ALPHA!r}")
+
+
+def _validate_contextual(cfg: YolactConfig, fail) -> None:
+    """The contextual-loss keys: non-negative weight, positive band width and pair count,
+    and a weight > 0 only with the embedding head (and the head only with the loss, which
+    is all that trains it)."""
+    weight, dim = cfg.CONTEXTUAL_LOSS_WEIGHT, cfg.CONTEXTUAL_EMBED_DIM
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 \
+            or weight == float("inf"):
+        fail(f"CONTEXTUAL_LOSS_WEIGHT must be a finite number >= 0 (0: off), got {weight!r}")
+    bandwidth = cfg.CONTEXTUAL_BANDWIDTH
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or \
+            not 0 < bandwidth < float("inf"):
+        fail(f"CONTEXTUAL_BANDWIDTH must be a positive number (the fork's 0.5), got "
+             f"{bandwidth!r}")
+    pairs = cfg.CONTEXTUAL_PAIRS
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        fail(f"CONTEXTUAL_PAIRS must be a positive integer (pixel pairs per image), got "
+             f"{pairs!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+        fail(f"CONTEXTUAL_EMBED_DIM must be an integer >= 0 (0: no embedding head), got "
+             f"{dim!r}")
+    if weight > 0 and dim == 0:
+        fail(f"CONTEXTUAL_LOSS_WEIGHT={weight} needs per-pixel embeddings, but the mask head "
+             f"of this config has none (CONTEXTUAL_EMBED_DIM=0): set CONTEXTUAL_EMBED_DIM, "
+             f"e.g. to {cfg.NUM_MASK}, or CONTEXTUAL_LOSS_WEIGHT=0")
+    if dim > 0 and weight == 0:
+        fail(f"CONTEXTUAL_EMBED_DIM={dim} adds an embedding head that only the contextual "
+             f"loss trains, but CONTEXTUAL_LOSS_WEIGHT=0: set a weight > 0, or "
+             f"CONTEXTUAL_EMBED_DIM=0 (the official network)")

@@ -6,6 +6,10 @@ matched GT box and normalized by its area, and semantic-segmentation BCE. YOLACT
 adds a fifth, the mask-IoU loss (official `MultiBoxLoss.mask_iou_loss`, term 'I'):
 the mask re-scoring net's prediction on each trained positive's cropped mask against
 the IoU of that mask (> 0.5) with its GT at prototype resolution (`maskiou_loss_sum`).
+A modified YOLACT's contextual loss (not official; yolact.losses.contextual) is an optional
+sixth term on the model's training-only "embed" output: a kernel loss pulling the
+embeddings of adjacent pixels of one GT instance together, averaged over the sampled
+pairs (`contextual_sum` / `num_pairs`).
 
 Multi-replica training needs the positive count summed over every replica
 before dividing, so the loss comes in two steps:
@@ -22,10 +26,11 @@ Targets (as produced by the parser, batched):
   gt_boxes     float32 [B, M, 4]: normalized xyxy of the non-crowd GT, zero padded.
   gt_masks     float32 [B, M, Hp, Wp]: GT masks binarized at prototype size.
   seg_targets  float32 [B, F3, F3, C]: semantic targets at P3 size.
-  (gt_classes and num_gt may be present; the loss does not need them.)
+  (gt_classes and num_gt may be present; only the contextual loss reads them.)
 Model outputs:
   loc [B, P, 4]; conf [B, P, C + 1] logits; coef [B, P, K] (after tanh);
-  proto [B, Hp, Wp, K]; seg [B, F3, F3, C] logits.
+  proto [B, Hp, Wp, K]; seg [B, F3, F3, C] logits; embed [B, Hp, Wp, D] (contextual
+  loss only).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class LossParams:
     weight_*: multipliers of the four terms (official 1, 1.5, 6.125, 1).
     maskiou_alpha, discard_mask_area: YOLACT++ mask-IoU loss weight (official 25) and the
       GT area at prototype resolution a mask needs to train it (official 25; -1: all).
+    weight_contextual, contextual_bandwidth, contextual_pairs: the contextual loss's
+      multiplier (0: off), kernel band width h and pixel pairs per image.
     """
 
     num_classes: int
@@ -61,6 +68,9 @@ class LossParams:
     weight_seg: float = 1.0
     maskiou_alpha: float = 25.0
     discard_mask_area: float = -1.0
+    weight_contextual: float = 0.0
+    contextual_bandwidth: float = 0.5
+    contextual_pairs: int = 64
 
     @classmethod
     def from_config(cls, cfg) -> "LossParams":
@@ -69,7 +79,10 @@ class LossParams:
                    masks_to_train=cfg.MASKS_TO_TRAIN, weight_cls=cfg.LOSS_WEIGHT_CLS,
                    weight_box=cfg.LOSS_WEIGHT_BOX, weight_mask=cfg.LOSS_WEIGHT_MASK,
                    weight_seg=cfg.LOSS_WEIGHT_SEG, maskiou_alpha=cfg.MASKIOU_ALPHA,
-                   discard_mask_area=cfg.DISCARD_MASK_AREA)
+                   discard_mask_area=cfg.DISCARD_MASK_AREA,
+                   weight_contextual=cfg.CONTEXTUAL_LOSS_WEIGHT,
+                   contextual_bandwidth=cfg.CONTEXTUAL_BANDWIDTH,
+                   contextual_pairs=cfg.CONTEXTUAL_PAIRS)
 
 
 
@@ -303,7 +316,8 @@ def loss_terms(targets, outputs, params, seed=None, maskiou_net=None):
     Returns:
       dict of float32 scalars: box_sum, cls_sum, mask_sum, seg_sum (each already
       multiplied by its weight; maskiou_sum with a maskiou_net), num_pos (positives in
-      this batch) and batch_size.
+      this batch) and batch_size; with an "embed" output also contextual_sum (weighted)
+      and num_pairs (see `yolact.losses.contextual.contextual_terms`).
     """
     ops = get_ops()
     cls_targets = ops.cast(targets["cls_targets"], "int32")
@@ -330,15 +344,37 @@ def loss_terms(targets, outputs, params, seed=None, maskiou_net=None):
     if maskiou_net is not None:
         terms["maskiou_sum"] = params.maskiou_alpha * maskiou_loss_sum(
             trained, cls_targets, maskiou_net, params.discard_mask_area)
+    if "embed" in outputs:
+        from yolact.losses.contextual import contextual_terms
+
+        terms.update(contextual_terms(
+            targets, outputs["embed"], params.weight_contextual, params.contextual_pairs,
+            params.contextual_bandwidth, _as_seed(_other_draw(seed))))
+    elif params.weight_contextual > 0:
+        raise ValueError(f"weight_contextual={params.weight_contextual} needs the model's "
+                         f"'embed' output (CONTEXTUAL_EMBED_DIM > 0), got outputs "
+                         f"{sorted(outputs)}")
     return terms
 
 
-def combine(terms, num_pos=None, batch_size=None):
+def _other_draw(seed):
+    """A seed for a second random draw of one step: a tensor seed (step, replica) is
+    moved by a constant on its first entry; int, SeedGenerator and None pass through (a
+    SeedGenerator advances by itself, an int draws another shape)."""
+    import keras
+
+    if seed is None or isinstance(seed, (int, keras.random.SeedGenerator)):
+        return seed
+    return get_ops().cast(seed, "int32") + get_ops().convert_to_tensor([7919, 0], "int32")
+
+
+def combine(terms, num_pos=None, batch_size=None, num_pairs=None):
     """Normalize summed terms: box/cls/mask / max(num_pos, 1), seg / batch_size.
 
-    num_pos, batch_size: global (all-replica) counts; default: those in `terms`.
+    num_pos, batch_size, num_pairs: global (all-replica) counts; default: those in `terms`.
     Returns dict of float32 scalars box, cls, mask, seg (maskiou when the terms have
-    it, / num_pos too) and total (their sum).
+    it, / num_pos too; contextual when they have it, / max(num_pairs, 1)) and total
+    (their sum).
     """
     ops = get_ops()
     num_pos = terms["num_pos"] if num_pos is None else num_pos
@@ -355,6 +391,11 @@ def combine(terms, num_pos=None, batch_size=None):
     if "maskiou_sum" in terms:
         out["maskiou"] = terms["maskiou_sum"] / num_pos
         out["total"] = out["total"] + out["maskiou"]
+    if "contextual_sum" in terms:
+        num_pairs = terms["num_pairs"] if num_pairs is None else num_pairs
+        out["contextual"] = terms["contextual_sum"] / ops.maximum(
+            ops.cast(num_pairs, "float32"), 1.0)
+        out["total"] = out["total"] + out["contextual"]
     return out
 
 
@@ -381,7 +422,8 @@ class YolactLoss:
     def terms(self, targets, outputs):
         """Per-replica sums and counts (see `loss_terms`)."""
         num_priors = outputs["conf"].shape[1]
-        seed = self.seed_generator if self.params.masks_to_train < num_priors else None
+        random = self.params.masks_to_train < num_priors or "embed" in outputs
+        seed = self.seed_generator if random else None
         return loss_terms(targets, outputs, self.params, seed, self.maskiou_net)
 
     def __call__(self, targets, outputs):

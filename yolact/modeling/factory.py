@@ -31,6 +31,7 @@ def model_args(cfg) -> dict:
         "dcn_interval": cfg.BACKBONE_DCN_INTERVAL,
         "use_maskiou": cfg.USE_MASKIOU,
         "maskiou_channels": cfg.MASKIOU_CHANNELS,
+        "contextual_embed_dim": cfg.CONTEXTUAL_EMBED_DIM,
     }
 
 

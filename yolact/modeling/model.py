@@ -7,12 +7,29 @@ Output dict (all float32; P = number of priors, A anchors per location):
 - "coef":  [B, P, NUM_MASK] mask coefficients after tanh.
 - "proto": [B, Hp, Wp, NUM_MASK] prototypes after ReLU (Hp = 2 * P3 size).
 - "seg":   [B, F3, F3, C] semantic logits on P3, only when `training=True`.
+- "embed": [B, Hp, Wp, D] per-pixel embeddings for the contextual loss, only when
+  `training=True` and the model has the head (contextual_embed_dim = D > 0).
 Rows of loc/conf/coef: level P3..P7, then row (y), column (x), anchor -- the
 order of yolact.ops.anchors.generate_priors.
 
 YOLACT++ (`use_maskiou`, `dcn_layers`): deformable 3x3 convs in the backbone and the
 mask re-scoring net `maskiou_net` (yolact.modeling.maskiou), which detection and the loss
 run on the cropped masks; the forward pass's outputs are the same.
+
+Contextual loss (a modified-YOLACT fork's addition, yolact.losses.contextual): with
+contextual_embed_dim > 0 a 1x1 conv `contextual_embed` (PROTONET_CHANNELS -> D, no bias, no
+activation) beside the protonet's final 1x1 conv, on the features that conv maps to the
+prototypes, gives the embeddings: the mask head produces prototypes and embeddings from one
+trunk, which the loss thus trains. It runs only in training: inference outputs, exports and
+their cost are those of the model without it. Not the prototypes themselves: they are
+ReLU outputs (cosines confined to [0, 1]; a pixel where all NUM_MASK are 0 has no
+direction, and L2 normalisation turns its gradient into ~1e6 x the loss's), and a basis the
+mask coefficients must combine freely, so the head lets the loss shape the trunk without
+imposing its geometry on the masks (the projection-head argument of SimCLR, Chen et al.
+2020). No bias: a shared offset would only pull every embedding toward one direction (on
+a fresh network the normalisation's large gradients at small embeddings blew a bias up
+until all embeddings were equal). Official checkpoints have no such layer:
+`yolact.weights.official` reports it as not in the checkpoint and keeps it fresh.
 
 Sub-layers carry the official module names (`backbone`, `fpn`, `proto_net`,
 `prediction_layers.0`, `semantic_seg_conv`, `maskiou_net`), so `model.torch_layers()` maps
@@ -44,7 +61,7 @@ class YolactModel(keras.Model):
                  backbone_attention=None, fpn_channels=256, protonet_channels=256,
                  head_channels=256, num_mask=32, num_anchors=3, freeze_bn=False,
                  dcn_layers=None, dcn_interval=1, use_maskiou=False,
-                 maskiou_channels=(8, 16, 32, 64, 128), **kwargs):
+                 maskiou_channels=(8, 16, 32, 64, 128), contextual_embed_dim=0, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.backbone_name = backbone
@@ -57,6 +74,7 @@ class YolactModel(keras.Model):
         self.dcn_interval = int(dcn_interval)
         self.use_maskiou = bool(use_maskiou)
         self.maskiou_channels = tuple(maskiou_channels)
+        self.contextual_embed_dim = int(contextual_embed_dim)
         self.backbone = build_backbone(backbone, self.backbone_blocks, backbone_attention,
                                        dcn_layers=self.dcn_layers,
                                        dcn_interval=self.dcn_interval)
@@ -68,6 +86,10 @@ class YolactModel(keras.Model):
         # YOLACT++: run on each detection's cropped mask by detection and the loss.
         self.maskiou_net = (FastMaskIoUNet(self.num_classes, self.maskiou_channels,
                                            name="maskiou_net") if self.use_maskiou else None)
+        # Contextual loss: training-only embeddings on the protonet's features (not official).
+        self.contextual_embed = (TorchConv2D(self.contextual_embed_dim, 1, use_bias=False,
+                                             name="contextual_embed")
+                                 if self.contextual_embed_dim > 0 else None)
         self.freeze_bn = False
         if freeze_bn:
             self.freeze_batchnorm(True)
@@ -84,6 +106,8 @@ class YolactModel(keras.Model):
         self.semantic_seg_conv.build(nhwc(self.fpn_channels))
         if self.maskiou_net is not None:
             self.maskiou_net.build()
+        if self.contextual_embed is not None:
+            self.contextual_embed.build(nhwc(self.protonet_channels))
 
     def get_config(self):
         return {
@@ -102,6 +126,7 @@ class YolactModel(keras.Model):
             "dcn_interval": self.dcn_interval,
             "use_maskiou": self.use_maskiou,
             "maskiou_channels": self.maskiou_channels,
+            "contextual_embed_dim": self.contextual_embed_dim,
         }
 
     @classmethod
@@ -121,14 +146,22 @@ class YolactModel(keras.Model):
         stages = self.backbone(images, training=training)
         pyramid = self.fpn(stages[-3:])
         loc, conf, coef = self.head(pyramid)
+        embed = None
+        if training and self.contextual_embed is not None:
+            proto, features = self.proto_net(pyramid[0], return_features=True)
+            embed = ops.cast(self.contextual_embed(features), "float32")
+        else:  # inference: the official graph
+            proto = self.proto_net(pyramid[0])
         out = {
             "loc": ops.cast(loc, "float32"),
             "conf": ops.cast(conf, "float32"),
             "coef": ops.cast(coef, "float32"),
-            "proto": ops.cast(self.proto_net(pyramid[0]), "float32"),
+            "proto": ops.cast(proto, "float32"),
         }
         if training:
             out["seg"] = ops.cast(self.semantic_seg_conv(pyramid[0]), "float32")
+            if embed is not None:
+                out["embed"] = embed
         return out
 
     # ---- batch norm, weights layout -----------------------------------------
@@ -162,6 +195,13 @@ class YolactModel(keras.Model):
             last = self.maskiou_net.convs[-1]
             layers[f"maskiou_net.{last.name}"] = last
         return layers
+
+    def unofficial_layers(self) -> dict:
+        """{name: layer} of the layers that official YOLACT does not have (the contextual
+        loss's embedding head): official checkpoints lack them, loaders keep them fresh."""
+        if self.contextual_embed is None:
+            return {}
+        return {self.contextual_embed.name: self.contextual_embed}
 
 
 def count_parameters(model, include_semantic: bool = True) -> int:

@@ -31,13 +31,16 @@ class ProtoNet(keras.layers.Layer):
             conv.build(nhwc(channels))
             channels = conv.filters
 
-    def call(self, x):
+    def call(self, x, return_features=False):
+        """Prototypes; with `return_features`, (prototypes, the features [B, 2H, 2W,
+        channels] after the last 3x3 conv + ReLU that the final 1x1 conv maps to them)."""
         for conv in self.pre:
             x = ops.relu(conv(x))
         shape = ops.shape(x)
         x = resize_bilinear(x, (2 * shape[1], 2 * shape[2]))
-        x = ops.relu(self.post(x))
-        return ops.relu(self.out(x))
+        features = ops.relu(self.post(x))
+        proto = ops.relu(self.out(features))
+        return (proto, features) if return_features else proto
 
     def get_config(self):
         config = super().get_config()

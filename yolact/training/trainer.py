@@ -7,6 +7,8 @@ Loss normalization across replicas: each replica computes unnormalized sums
 (`yolact.losses.loss_terms`); the positive count and the batch size are
 all-reduced first, so every replica divides by the *global* counts and the
 summed gradients equal those of one device running the whole global batch.
+The contextual loss's pair count is all-reduced alike; its negatives are the pairs of the
+replica's own images (one device: the whole batch's).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from yolact.weights.checkpoints import checkpoint_objects
 
 LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
 PLUS_LOSS_KEYS = ("box", "cls", "mask", "seg", "maskiou", "total")  # YOLACT++
+
+
+def loss_keys_for(cfg) -> tuple:
+    """The loss terms a run of `cfg` reports (progress bar, TensorBoard): LOSS_KEYS, with
+    YOLACT++'s "maskiou" and the contextual loss's "contextual" before "total"."""
+    extra = ("maskiou",) * bool(cfg.USE_MASKIOU) + \
+        ("contextual",) * bool(cfg.CONTEXTUAL_LOSS_WEIGHT > 0)
+    return LOSS_KEYS[:-1] + extra + LOSS_KEYS[-1:]
 
 
 @dataclasses.dataclass
@@ -173,7 +183,7 @@ class Trainer:
         self.per_replica_batch = options.batch_size // replicas
         self.loss_params = LossParams.from_config(cfg)
         self.precision = options.mixed_precision  # None (float32), "float16", "bfloat16"
-        self.loss_keys = PLUS_LOSS_KEYS if cfg.USE_MASKIOU else LOSS_KEYS
+        self.loss_keys = loss_keys_for(cfg)
         self.loss_scaled = uses_loss_scaling(self.precision)
         with self.strategy.scope():
             # The layers take the policy while they are built; the global one is untouched.
@@ -261,7 +271,8 @@ class Trainer:
                                maskiou_net=self.model.maskiou_net)
             num_pos = _all_reduce_sum(terms["num_pos"])
             batch_size = _all_reduce_sum(terms["batch_size"])
-            losses = combine(terms, num_pos, batch_size)
+            num_pairs = _all_reduce_sum(terms["num_pairs"]) if "num_pairs" in terms else None
+            losses = combine(terms, num_pos, batch_size, num_pairs)
             loss = losses["total"]
             scaled = self.optimizer.scale_loss(loss) if self.loss_scaled else loss
         variables = self.model.trainable_variables

@@ -9,7 +9,9 @@ Ignored: `num_batches_tracked`, legacy `backbone.layer*` (no s) and
 `yolact_plus_resnet50_54_800000.pth`) load into the YOLACT++ presets; given to a plain
 YOLACT model (or a plain checkpoint to a YOLACT++ model) they raise
 `PresetMismatchError` naming the preset to use; any other unknown, missing or mis-shaped
-key raises `CheckpointMismatchError`. The command line
+key raises `CheckpointMismatchError`. Layers official YOLACT does not have
+(`model.unofficial_layers()`: the contextual loss's embedding head) are not in any official
+checkpoint: they are reported as such and keep their initialization. The command line
 is `python -m yolact.cli.convert`.
 """
 
@@ -100,7 +102,8 @@ def _skip_class_layers(model, match) -> list:
 def load_official_weights(model, state, skip_class_mismatch: bool = False) -> dict:
     """Assign an official state_dict (dict or .pth path) to a built YolactModel.
 
-    Returns {"assigned": n tensors, "ignored": [keys], "skipped": [layers]}; raises
+    Returns {"assigned": n tensors, "ignored": [keys], "skipped": [layers],
+    "not_in_checkpoint": [keys of `model.unofficial_layers()`, left as they are]}; raises
     on any mismatch, except that with `skip_class_mismatch` (fine-tuning an official
     COCO checkpoint on another class count) the class-dependent layers whose shapes
     differ are skipped with a warning.
@@ -113,6 +116,7 @@ def load_official_weights(model, state, skip_class_mismatch: bool = False) -> di
     plus_model = bool(model.use_maskiou or model.dcn_layers)
     kept, ignored = filter_official_state(state, model.fpn.num_downsample, plus_model)
     match = match_state_dict(model, kept)
+    absent = _not_in_checkpoint(model, match)
     skipped = _skip_class_layers(model, match) if skip_class_mismatch else []
     if skipped:
         logger.warning("class count differs from the checkpoint: skipped the class-dependent "
@@ -127,7 +131,20 @@ def load_official_weights(model, state, skip_class_mismatch: bool = False) -> di
             "checkpoint does not match the model built from the config (check -config / "
             "-override NUM_CLASSES=...):\n  " + "\n  ".join(parts)
         )
-    return {"assigned": apply_state_dict_match(match), "ignored": ignored, "skipped": skipped}
+    return {"assigned": apply_state_dict_match(match), "ignored": ignored, "skipped": skipped,
+            "not_in_checkpoint": absent}
+
+
+def _not_in_checkpoint(model, match) -> list:
+    """Drop from match["missing"] the keys of the model's unofficial layers (none of them
+    is in an official checkpoint); returns those keys, logged."""
+    names = tuple(getattr(model, "unofficial_layers", dict)())
+    absent = [k for k in match["missing"] if k.rsplit(".", 1)[0] in names]
+    if absent:
+        match["missing"] = [k for k in match["missing"] if k not in absent]
+        logger.warning("not in the official checkpoint (layers official YOLACT does not "
+                       "have, kept at their initialization): %s", ", ".join(absent))
+    return absent
 
 
 def load_official_into(model, path: str) -> dict:
