@@ -28,7 +28,7 @@ import dataclasses
 import tensorflow as tf
 
 from yolact.ops.backend import get_ops
-from yolact.ops.image import MEAN_RGB, content_hw, fit_image
+from yolact.ops.image import MEAN_RGB, content_hw, fit_image, size_hw
 from yolact.ops.masks import resize_binarize_masks
 
 _TF = get_ops("tensorflow")  # runs inside tf.data whatever KERAS_BACKEND says
@@ -331,11 +331,6 @@ def resize_and_discard(image, boxes, masks, is_crowd, labels, size, discard_box_
     masks = tf.ensure_shape(masks, [None, *out_hw])
     return (image, tf.boolean_mask(boxes, keep), tf.boolean_mask(masks, keep),
             tf.boolean_mask(is_crowd, keep), tf.boolean_mask(labels, keep))
-
-
-def size_hw(size) -> tuple:
-    """An int side or (H, W) -> (H, W) python ints."""
-    return tuple(int(v) for v in size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 # ---------------------------------------------------------------- the chain

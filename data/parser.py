@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from data.augment import AugmentParams, augment, size_hw
+from data.augment import AugmentParams, augment
 from yolact.ops.anchors import generate_priors
 from yolact.ops.backend import get_ops
-from yolact.ops.image import MEAN_RGB, STD_RGB, fit_image
+from yolact.ops.image import MEAN_RGB, STD_RGB, fit_image, size_hw
 from yolact.ops.masks import resize_binarize_masks, semantic_targets
 from yolact.ops.matching import match_priors
 

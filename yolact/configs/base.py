@@ -21,7 +21,7 @@ from data.classes import COCO_CLASSES
 from yolact.detection.detector import NMS_TYPES
 from yolact.modeling.backbones.names import ATTENTION_TYPES, DCN_BACKBONES
 from yolact.modeling.backbones.names import BACKBONE_NAMES as BACKBONES
-from yolact.ops.image import MEAN_RGB, STD_RGB
+from yolact.ops.image import MEAN_RGB, RESIZE_MODES, STD_RGB, size_hw
 from yolact.training.schedules import LR_SCHEDULES
 from yolact.utils.io import read_json, write_text_atomic
 
@@ -44,14 +44,6 @@ def feature_sizes(img_size: int) -> tuple:
     return tuple(sizes)
 
 
-def image_hw(img_size) -> tuple:
-    """IMG_SIZE (an int side, or (height, width)) -> (height, width)."""
-    if isinstance(img_size, (tuple, list)):
-        return tuple(int(v) for v in img_size)
-    return (int(img_size), int(img_size))
-
-
-RESIZE_MODES = ("stretch", "letterbox")
 RECT_PRIOR_MODES = ("official", "pixel")
 
 
@@ -191,7 +183,7 @@ class YolactConfig:
     @property
     def IMG_HW(self) -> tuple:
         """The network input (height, width)."""
-        return image_hw(self.IMG_SIZE)
+        return size_hw(self.IMG_SIZE)
 
     @property
     def IS_SQUARE(self) -> bool:

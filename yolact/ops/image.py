@@ -30,7 +30,8 @@ STD_RGB = (58.40, 57.12, 57.38)
 RESIZE_MODES = ("stretch", "letterbox")
 
 
-def _hw(size) -> tuple:
+def size_hw(size) -> tuple:
+    """An int side or (h, w) -> (h, w); the entries may be int32 scalar tensors."""
     return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
@@ -40,7 +41,7 @@ def letterbox_hw(height, width, size, xp=None):
     factor) (half up, at least 1), in integer arithmetic so that numpy, the tf.data
     parser and the SavedModel graph agree to the pixel. Python ints give ints; tensors
     (with `xp`, e.g. the tf.data ops) give int32 tensors."""
-    out_h, out_w = _hw(size)
+    out_h, out_w = size_hw(size)
     if xp is None:
         height, width = int(height), int(width)
         if height * out_w <= width * out_h:  # the width limits
@@ -59,14 +60,14 @@ def content_hw(height, width, size, resize: str = "stretch", xp=None):
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     if resize == "stretch":
-        return _hw(size)
+        return size_hw(size)
     return letterbox_hw(height, width, size, xp)
 
 
 def content_fraction(height, width, size, resize: str = "stretch"):
     """(fy, fx): the fraction of the network input's height and width that an image of
     height x width covers (1, 1 when stretched); python floats."""
-    out_h, out_w = _hw(size)
+    out_h, out_w = size_hw(size)
     h, w = content_hw(height, width, size, resize)
     return h / out_h, w / out_w
 
@@ -87,7 +88,7 @@ def resize_image(images, size, xp=None):
     INTER_LINEAR and torch interpolate(align_corners=False) do). An input already at
     size is only cast."""
     xp = resolve(xp)
-    height, width = _hw(size)
+    height, width = size_hw(size)
     images = xp.cast(images, "float32")
     if images.shape[-3] == height and images.shape[-2] == width and isinstance(
             height, int) and isinstance(width, int):
@@ -102,7 +103,7 @@ def fit_image(images, size, mean, std, resize: str = "stretch", xp=None):
     xp = resolve(xp)
     if resize == "stretch":
         return preprocess_images(images, size, mean, std, xp)
-    out_h, out_w = _hw(size)
+    out_h, out_w = size_hw(size)
     shape = xp.shape(images)
     h0, w0 = shape[-3], shape[-2]
     static = isinstance(h0, int) and isinstance(w0, int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from yolact.ops.backend import resolve
+from yolact.ops.image import size_hw
 
 
 def _sanitize(c1, c2, size, padding, xp):
@@ -41,11 +42,6 @@ def crop_masks(masks, boxes, padding=1, xp=None):
     return masks * xp.cast(keep, masks.dtype)
 
 
-def _hw(size) -> tuple:
-    """An int side or (h, w) -> (h, w); the entries may be int32 scalar tensors."""
-    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-
-
 def resize_binarize_masks(masks, size, xp=None):
     """[N, H, W] masks -> float32 [N, h, w] 0/1 for `size` (an int side or (h, w); with
     the tf ops, (h, w) may be int32 scalar tensors).
@@ -55,7 +51,7 @@ def resize_binarize_masks(masks, size, xp=None):
     """
     xp = resolve(xp)
     masks = xp.cast(masks, "float32")[..., None]
-    resized = xp.image.resize(masks, _hw(size), interpolation="bilinear", antialias=False)
+    resized = xp.image.resize(masks, size_hw(size), interpolation="bilinear", antialias=False)
     return xp.cast(resized[..., 0] > 0.5, "float32")
 
 
