@@ -169,6 +169,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_description() -> str:
+    """The CPU model and its SIMD flags that change TensorFlow's numerics and speed (oneDNN is
+    on by default only with AVX-512), e.g. "AMD EPYC (avx2 avx512f avx512_vnni avx512_bf16)"."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{_cpu_model()} ({' '.join(shown) or 'flags unknown'})"
+
+
 def machine_info(threads: int) -> dict:
     """Date, CPU, core count, thread setting, load average, library versions."""
     import keras
