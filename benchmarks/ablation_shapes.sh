@@ -2,8 +2,8 @@
 # The modified-YOLACT additions against plain YOLACT (README "Attention and contextual loss"):
 # the demo's shapes data, the same time budget and seeds for each of
 #   plain    the shapes preset as it is (the official network)
-#   se       BACKBONE_ATTENTION=se    (squeeze-excitation after each ResNet stage)
-#   cbam     BACKBONE_ATTENTION=cbam  (average + max pooled channel attention)
+#   se       BACKBONE_ATTENTION=se    (channel gate after each ResNet stage: avg + max pooled, one MLP)
+#   cbam     BACKBONE_ATTENTION=cbam  (that channel gate and CBAM's 7x7 spatial gate)
 #   ctx      the contextual loss (CONTEXTUAL_EMBED_DIM=16, CONTEXTUAL_LOSS_WEIGHT=$CTX_WEIGHT)
 #   se_ctx   both
 # each trained with every seed in SEEDS, evaluated on the val split (COCO box / mask AP) and

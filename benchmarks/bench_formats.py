@@ -207,7 +207,7 @@ def markdown(header: list, rows: list) -> str:
 
 def parent() -> None:
     from benchmarks.bench_inference import make_jpegs
-    from benchmarks.common import machine_info, print_machine, print_table, write_json
+    from benchmarks.common import cpu_flags, machine_info, print_machine, print_table, write_json
 
     bad = [r for r in FLAGS.rows if r not in ROWS]
     if bad:
@@ -245,16 +245,6 @@ def parent() -> None:
         write_json(FLAGS.json_out, {"machine": info, "name": FLAGS.name,
                                     "img_size": cfg.IMG_SIZE, "weights": FLAGS.weights,
                                     "rows": results, "official": official})
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            words = set(f.read().split())
-    except OSError:
-        return "?"
-    return " ".join(w for w in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
-                                "amx_int8") if w in words)
 
 
 def _log(message: str) -> None:

@@ -169,20 +169,22 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def cpu_description() -> str:
-    """The CPU model and its SIMD flags that change TensorFlow's numerics and speed (oneDNN is
-    on by default only with AVX-512), e.g. "AMD EPYC (avx2 avx512f avx512_vnni avx512_bf16)"."""
-    flags = set()
+def cpu_flags() -> str:
+    """The SIMD flags of this CPU that change TensorFlow's numerics and speed (oneDNN is on by
+    default only with AVX-512), e.g. "avx2 avx512f avx512_vnni avx512_bf16"; "?" without
+    /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+            words = set(f.read().split())
     except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{_cpu_model()} ({' '.join(shown) or 'flags unknown'})"
+        return "?"
+    return " ".join(w for w in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
+                                "amx_int8") if w in words)
+
+
+def cpu_description() -> str:
+    """The CPU model and its flags, e.g. "AMD EPYC (avx2 avx512f avx512_vnni avx512_bf16)"."""
+    return f"{_cpu_model()} ({cpu_flags() or 'flags unknown'})"
 
 
 def machine_info(threads: int) -> dict:
