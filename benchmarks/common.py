@@ -178,8 +178,8 @@ def cpu_flags() -> str:
             words = set(f.read().split())
     except OSError:
         return "?"
-    return " ".join(w for w in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
-                                "amx_int8") if w in words)
+    return " ".join(w for w in ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
+                                "amx_bf16", "amx_int8") if w in words)
 
 
 def cpu_description() -> str:

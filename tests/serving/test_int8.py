@@ -4,6 +4,7 @@ than its float file, run by inference's engines; the errors for missing calibrat
 files of another input size and an export of another model."""
 
 import os
+import re
 
 import cv2
 import numpy as np
@@ -18,11 +19,14 @@ from yolact.detection.networks import (
     OnnxNetwork,
     OpenVINONetwork,
     check_input_size,
+    cpu_has_vnni,
+    int8_saturation_warning,
+    largest_int8_weight,
     open_network,
 )
 from yolact.detection.predictor import Predictor
 from yolact.ops.image import preprocess_images
-from yolact.serving.calibration import calibration_images
+from yolact.serving.calibration import calibration_images, held_out
 from yolact.serving.checks import relative_rms
 from yolact.serving.exporter import export
 
@@ -87,6 +91,117 @@ def test_int8_network_is_quantized_and_close_to_keras(exported, trained, tfrecor
     best = np.argsort(-theirs["conf"][0, :, 1:].max(-1))[:20]
     assert np.abs(ours["loc"][0, best] - theirs["loc"][0, best]).mean() < 0.2 * np.std(
         theirs["loc"])
+
+
+# vpmaddubsw, the uint8 x int8 multiply of onnxruntime's and OpenVINO's int8 kernels on x86
+# CPUs without VNNI, adds two products into an int16: 255 * (|w1| + |w2|) must stay <= 32767.
+INT16_MAX = 32767
+
+
+def onnx_int8_weights(path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    return [numpy_helper.to_array(init) for init in model.graph.initializer
+            if init.data_type == onnx.TensorProto.INT8]
+
+
+def openvino_int8_weights(path):
+    import openvino as ov
+
+    model = ov.Core().read_model(path)
+    return [op.get_data() for op in model.get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+
+
+@pytest.mark.parametrize("fmt,weights", [("onnx_int8", onnx_int8_weights),
+                                         ("openvino_int8", openvino_int8_weights)])
+def test_int8_weights_cannot_saturate_cpus_without_vnni(exported, fmt, weights):
+    arrays = weights(exported["files"][fmt])
+    assert len(arrays) >= 20  # every conv of the network: int8 weights
+    largest = max(int(np.abs(a.astype(np.int32)).max()) for a in arrays)
+    assert 48 <= largest <= 64  # 7 bits, used
+    assert 255 * 2 * largest <= INT16_MAX
+
+
+def test_8bit_weights_would_saturate_and_the_exporters_default_to_7bit(trained, tfrecords,
+                                                                       tmp_path):
+    """The measure of the test above fails on full-range weights (what the defaults of
+    onnxruntime and NNCF write), so it can fail."""
+    from yolact.serving.onnx import export_onnx_int8
+    from yolact.serving.openvino import export_openvino
+
+    cfg, model = trained
+    images = calibration_images(cfg, tfrecords, 8)
+    onnx_path = export(model, cfg, str(tmp_path / "e"), 1, ("onnx",))["files"]["onnx"]
+    export_onnx_int8(model, cfg, str(tmp_path / "full.onnx"), images, onnx_path,
+                     reduce_range=False)
+    export_openvino(model, cfg, str(tmp_path / "full.xml"), onnx_path, images,
+                    overflow_fix="first_layer_only")
+    for name, arrays in (("full.onnx", onnx_int8_weights(str(tmp_path / "full.onnx"))),
+                         ("full.xml", openvino_int8_weights(str(tmp_path / "full.xml")))):
+        largest = max(int(np.abs(a.astype(np.int32)).max()) for a in arrays)
+        assert largest == 127 and 255 * 2 * largest > INT16_MAX
+        # such a file (exported before the fix, or by another tool) is named on such a CPU
+        path = str(tmp_path / name)
+        assert largest_int8_weight(path) == 127
+        assert re.fullmatch(rf"{re.escape(path)}: int8 weights up to 127 saturate the int8 "
+                            r"kernels of CPUs without VNNI such as this one .*; export it "
+                            r"again with export_savedmodel.py, which writes 7-bit weights "
+                            r"that are exact on every x86 CPU",
+                            int8_saturation_warning(path, has_vnni=False))
+        assert int8_saturation_warning(path, has_vnni=True) is None
+
+
+def test_only_8bit_int8_files_warn_on_cpus_without_vnni(exported, tmp_path):
+    for fmt in ("onnx_int8", "openvino_int8"):
+        assert largest_int8_weight(exported["files"][fmt]) <= 64
+        assert int8_saturation_warning(exported["files"][fmt], has_vnni=False) is None
+    assert largest_int8_weight(exported["files"]["onnx"]) is None  # float: no int8 weights
+    assert int8_saturation_warning(exported["files"]["onnx"], has_vnni=False) is None
+    assert int8_saturation_warning(exported["files"]["litert_int8"], has_vnni=False) is None
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("flags\t\t: fpu sse avx2 fma avx512f avx512_vnni\n")
+    assert cpu_has_vnni(str(flags)) is True
+    flags.write_text("flags\t\t: fpu sse avx2 fma avx_vnni\n")
+    assert cpu_has_vnni(str(flags)) is True
+    flags.write_text("flags\t\t: fpu sse avx2 fma\n")
+    assert cpu_has_vnni(str(flags)) is False
+    assert cpu_has_vnni(str(tmp_path / "none")) is None
+
+
+def test_calibration_holds_out_the_check_images():
+    images = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1)
+    calibrate, check = held_out(images)
+    assert calibrate[:, 0, 0, 0].tolist() == list(range(32))
+    assert check[:, 0, 0, 0].tolist() == list(range(32, 40))  # a fifth, at most 8
+    calibrate, check = held_out(images[:12])
+    assert len(calibrate) == 10 and check[:, 0, 0, 0].tolist() == [10, 11]
+    calibrate, check = held_out(images[:3])  # too few to hold out: the last one checks
+    assert len(calibrate) == 3 and check[:, 0, 0, 0].tolist() == [2]
+
+
+def test_a_badly_calibrated_int8_file_is_refused_with_what_to_do(trained, tfrecords, tmp_path):
+    """Calibrated on dark images (a tenth of the brightness), the activation ranges clip
+    the real images held out for the check: refused, nothing written, the message says what
+    to do."""
+    from yolact.serving.onnx import export_onnx_int8
+
+    cfg, model = trained
+    images = calibration_images(cfg, tfrecords, 20)
+    mean = np.asarray(cfg.MEAN, np.float32) / np.asarray(cfg.STD, np.float32)
+    dark = (images[:16] + mean) * 0.1 - mean  # the pixels x 0.1, normalized again
+    calibration = np.concatenate([dark, images[16:]])  # the last 4 are held out
+    with pytest.raises(ValueError, match=r"^the int8 ONNX network's '\w+' differs from Keras "
+                                         r"by .* x its std \(rms; tolerance 0.3\); the "
+                                         r"quantized file would serve your images badly, so "
+                                         r"it was not written: calibrate on more images of "
+                                         r"the data the model was trained on "
+                                         r"\(-calibration_images, -tfrecord_dir\), or "
+                                         r"export a float format"):
+        export_onnx_int8(model, cfg, str(tmp_path / "bad.onnx"), calibration)
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_int8_files_are_smaller_than_float_ones(exported, trained):

@@ -164,6 +164,59 @@ class OpenVINONetwork:
         return {o.get_any_name(): np.array(v) for o, v in results.items()}
 
 
+# onnxruntime's and OpenVINO's uint8 x int8 kernels on x86 CPUs without VNNI (AVX-512 VNNI or
+# AVX-VNNI) multiply with `vpmaddubsw`, which adds two uint8 x int8 products into an int16:
+# weights up to 64 in magnitude (7 bits, what our exporter writes) cannot saturate it
+# (255 * (64 + 64) <= 32767), full-range int8 weights can.
+SAFE_INT8_WEIGHT = 64
+
+
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has VNNI (avx512_vnni or avx_vnni in `cpuinfo`); None if unknown."""
+    try:
+        with open(cpuinfo) as f:
+            words = set(f.read().split())
+    except OSError:
+        return None
+    return bool(words & {"avx512_vnni", "avx_vnni"})
+
+
+def largest_int8_weight(path: str) -> int | None:
+    """The largest |int8 weight| of an ONNX or OpenVINO IR file; None for a file without
+    int8 weights (a float file) or of another kind."""
+    if path.endswith(".onnx"):
+        import onnx
+        from onnx import numpy_helper
+
+        arrays = [numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer
+                  if init.data_type == onnx.TensorProto.INT8]
+    elif path.endswith(".xml"):
+        import openvino as ov
+
+        model = ov.Core().read_model(path)
+        arrays = [op.get_data() for op in model.get_ops()
+                  if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    else:
+        return None
+    return max((int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.size), default=None)
+
+
+def int8_saturation_warning(path: str, has_vnni: bool | None = None) -> str | None:
+    """A one-line warning for an int8 file whose 8-bit weights saturate on this CPU (x86
+    without VNNI; `has_vnni` default: `cpu_has_vnni()`), None otherwise. Files exported by
+    this project since the int8 portability fix have 7-bit weights and never warn."""
+    has_vnni = cpu_has_vnni() if has_vnni is None else has_vnni
+    if has_vnni is not False:
+        return None
+    largest = largest_int8_weight(path)
+    if largest is None or largest <= SAFE_INT8_WEIGHT:
+        return None
+    return (f"{path}: int8 weights up to {largest} saturate the int8 kernels of CPUs "
+            f"without VNNI such as this one (outputs off by 0.3-0.5 x std on the shapes "
+            f"network); export it again with export_savedmodel.py, which writes 7-bit weights "
+            f"that are exact on every x86 CPU")
+
+
 ENGINES = {".onnx": ("onnxruntime", OnnxNetwork), ".tflite": ("LiteRT", LiteRTNetwork),
            ".xml": ("OpenVINO", OpenVINONetwork)}
 

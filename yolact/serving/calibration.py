@@ -15,6 +15,20 @@ import os
 import numpy as np
 
 DEFAULT_CALIBRATION_IMAGES = 300
+# Calibration images held out of the calibration to check the int8 file on (`held_out`).
+MAX_CHECK_IMAGES = 8
+
+
+def held_out(images) -> tuple:
+    """(calibrate, check): float32 images split so that an int8 network is checked against
+    Keras on images its ranges were not calibrated on, as a user's images will be: the last
+    fifth (at most MAX_CHECK_IMAGES) is held out; with fewer than 5 images every image
+    calibrates and the last one checks."""
+    images = np.asarray(images, np.float32)
+    count = min(MAX_CHECK_IMAGES, len(images) // 5)
+    if count == 0:
+        return images, images[-1:]
+    return images[:-count], images[-count:]
 
 
 def calibration_images(cfg, tfrecord_dir: str | None, count: int = DEFAULT_CALIBRATION_IMAGES,

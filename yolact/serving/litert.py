@@ -8,7 +8,9 @@ logits, coef [1, P, K], proto [1, Hp, Wp, K]; detection and masks run outside
 Kinds: "fp32"; "fp16" (float16 weights, float32 compute where the CPU has no fp16);
 "dynamic_int8" (int8 weights, activations quantized on the fly); "int8" (full integer:
 int8 weights and activations whose ranges are calibrated on real images of the train split,
-`yolact.serving.calibration`; float32 input and outputs, so the file is a drop-in). The variables are frozen
+`yolact.serving.calibration`; float32 input and outputs, so the file is a drop-in; XNNPACK's
+int8 kernels widen to 16 bits before multiplying, so the file gives the same outputs on
+AVX2-only and AVX-512 VNNI CPUs, unlike onnxruntime's and OpenVINO's, see their modules). The variables are frozen
 into constants before conversion: converting the concrete function of a Keras 3 model as it
 is writes a file of variable handles that runs and returns NaN. Every file is run by the
 interpreter on a fixed input and compared with the Keras model (root-mean-square difference
@@ -21,8 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from yolact.detection.networks import LiteRTNetwork
+from yolact.serving.calibration import held_out
 from yolact.serving.checks import (
     FP32_TOLERANCE,
+    INT8_ADVICE,
     INT8_TOLERANCE,
     check_against_keras,
     fp32_tolerance,
@@ -91,14 +95,18 @@ def check_litert(data: bytes, model, cfg, kind: str, seed: int = 0, inputs=None)
     """{output: rms diff / std} of the flatbuffer `data` against Keras (`check_against_keras`
     with `tolerance(kind, cfg)`)."""
     return check_against_keras(LiteRTNetwork(content=data), model, cfg, f"{kind} LiteRT",
-                               tolerance(kind, cfg), seed, inputs)
+                               tolerance(kind, cfg), seed, inputs,
+                               advice=INT8_ADVICE if kind in CALIBRATED_KINDS else None)
 
 
 def export_litert(model, cfg, path: str, kind: str = "fp32", calibration=None) -> dict:
     """Convert, check against Keras, then write `path` atomically; returns the check's
-    {output: rms diff / std} (a calibrated kind is checked on the last calibration image)."""
+    {output: rms diff / std} (a calibrated kind is calibrated and checked on the calibration
+    images split by `yolact.serving.calibration.held_out`)."""
+    inputs = None
+    if kind in CALIBRATED_KINDS and calibration is not None:
+        calibration, inputs = held_out(calibration)
     data = litert_model(model, cfg, kind, calibration)
-    inputs = None if kind not in CALIBRATED_KINDS else np.asarray(calibration[-1:], np.float32)
     report = check_litert(data, model, cfg, kind, inputs=inputs)
     write_bytes_atomic(path, data)
     return report

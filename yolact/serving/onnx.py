@@ -119,21 +119,35 @@ def _fix_resize_scales_once(proto) -> int:
     return fixed
 
 
-def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None = None) -> dict:
+def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None = None,
+                     reduce_range: bool = True) -> dict:
     """Static int8 ONNX (QDQ: int8 per-channel weights, uint8 activations, onnxruntime's x86
     layout) from the float network (`onnx_path` if given, else a temporary one), activation
     ranges calibrated on `calibration` (float32 [N, H, W, 3] normalized real images at IMG_HW).
-    Checked against Keras on the last calibration image, then written atomically; returns
-    {output: rms diff / std}."""
+    Checked against Keras on calibration images held out of the calibration
+    (`yolact.serving.calibration.held_out`), then written atomically; returns
+    {output: rms diff / std}.
+
+    The weights are quantized to 7 bits (`reduce_range=True`), so the file is exact on every
+    x86 CPU: onnxruntime's uint8 x int8 kernels on CPUs without AVX-512 VNNI / AVX-VNNI
+    multiply with `vpmaddubsw`, whose 16-bit sum of two 8-bit x 8-bit products saturates
+    with full-range weights (onnxruntime's quantization guide). Measured on the shapes network
+    (benchmarks/RESULTS.md, "int8 on every x86 CPU"): full range 0.05 x std from Keras with
+    VNNI and 0.32 on AVX2 alone; 7 bits 0.06 on both, the same bytes out. Files are often
+    exported on one machine and served on another, so the range is reduced always
+    (`reduce_range=False`, 8-bit weights exact on VNNI CPUs alone, is there for
+    benchmarks/bench_int8_cpus.py).
+    """
     import os
     import tempfile
 
     from onnxruntime import quantization as q
 
     from yolact.detection.networks import OnnxNetwork
-    from yolact.serving.checks import INT8_TOLERANCE, check_against_keras
+    from yolact.serving.calibration import held_out
+    from yolact.serving.checks import INT8_ADVICE, INT8_TOLERANCE, check_against_keras
 
-    images = np.asarray(calibration, np.float32)
+    images, check_images = held_out(calibration)
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
@@ -152,9 +166,9 @@ def export_onnx_int8(model, cfg, path: str, calibration, onnx_path: str | None =
         q.quantize_static(prepared, staged, Reader(), quant_format=q.QuantFormat.QDQ,
                           per_channel=True, activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8,
-                          calibrate_method=q.CalibrationMethod.MinMax)
+                          calibrate_method=q.CalibrationMethod.MinMax, reduce_range=reduce_range)
         report = check_against_keras(OnnxNetwork(staged), model, cfg, "int8 ONNX",
-                                     INT8_TOLERANCE, inputs=images[-1:])
+                                     INT8_TOLERANCE, inputs=check_images, advice=INT8_ADVICE)
         with open(staged, "rb") as f:
             write_bytes_atomic(path, f.read())
     return report
