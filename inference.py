@@ -1,5 +1,7 @@
 """Instance segmentation of an image, a folder of images, a video file or a webcam.
 
+    python inference.py -weights yolact_base -input photo.jpg -output_dir out
+        # COCO weights by name: fetched once into $YOLACT_CACHE, preset and classes with it
     python inference.py -name coco -weights yolact_base.weights.h5 -input photo.jpg \
         -output_dir out
     python inference.py -name shapes -weights runs/shapes -input images/ -output_dir out \

@@ -2,7 +2,8 @@
 
     python train.py -name shapes -tfrecord_dir data/shapes_tfrecords -weights runs/shapes
     python train.py -name coco -tfrecord_dir /data/coco_tfrecords -weights runs/coco \
-        -batch_size 8 -init_weights resnet101_reducedfc.pth
+        -batch_size 8      # backbone: the official resnet101_reducedfc.pth, fetched once
+    python train.py -name my_dataset -tfrecord_dir /data/mine -init_weights yolact_base
     python train.py -name my_dataset -tfrecord_dir /data/mine ...   # custom: classes from
         # <tfrecord_dir>/label_map.json, written by data.coco_tfrecord_creator
 

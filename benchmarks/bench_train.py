@@ -89,7 +89,7 @@ def run(preset: str, batch_size: int, steps: int, warmup: int, pipeline_images: 
     from config import get_config
     from yolact.training.trainer import Trainer, TrainOptions
 
-    cfg = get_config(preset)
+    cfg = get_config(preset, BACKBONE_WEIGHTS=None)  # speed only: no ImageNet download
     out = {"preset": preset, "img_size": cfg.IMG_SIZE, "batch_size": batch_size,
            "strategy": strategy}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:

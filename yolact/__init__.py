@@ -6,7 +6,9 @@ The public API (imported on first use, so ``import yolact`` stays fast):
 
     cfg = yolact.get_config("shapes")               # or resolve_config(name, weights=...)
     model = yolact.build_model(cfg)
-    yolact.load_weights(model, "runs/shapes")       # folder, .weights.h5 or official .pth
+    yolact.load_weights(model, "runs/shapes")       # folder, .weights.h5, official .pth
+                                                    # or a zoo name ("yolact_base")
+    model, cfg = yolact.from_pretrained("yolact_base")  # COCO weights, fetched once, cached
     predictor = yolact.Predictor(model, cfg)
     for inst in predictor.predict([image_rgb]):     # uint8 [H, W, 3] RGB, any size
         print(inst.boxes, inst.classes, inst.scores, inst.masks.shape)
@@ -27,6 +29,7 @@ _API = {
     "resolve_config": "yolact.configs",
     "build_model": "yolact.modeling.factory",
     "load_weights": "yolact.weights.checkpoints",
+    "from_pretrained": "yolact.configs.pretrained",
     "Predictor": "yolact.detection.predictor",
     "Instances": "yolact.detection.instances",
     "train": "yolact.training.loop",

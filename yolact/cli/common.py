@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def weights_flag(weights):
+    """-weights as a local path: a pretrained name (yolact_base, ...) is fetched and
+    converted once into the cache (yolact.configs.pretrained); paths stay as they are."""
+    from yolact.configs.pretrained import local_weights
+
+    return local_weights(weights)
+
+
 def load_model(cfg, weights, prefer_best=True):
     """Build the model for `cfg` and load `weights` (see yolact.checkpoints).
 

@@ -26,36 +26,9 @@ import sys
 
 from yolact.cli.flags import define_config_flags
 from yolact.configs.resolve import resolve_config
-from yolact.weights.h5 import config_path_for, save_weights_with_config
-from yolact.weights.official import load_official_weights
-from yolact.weights.verify import detection_check, raw_output_check, verify
+from yolact.weights.official import convert
 
-
-def convert(cfg, input_path: str, output_path: str, verify_path: str | None = None,
-            checks=None, log=print) -> bool:
-    """Build the model for `cfg`, load `input_path`, optionally verify, then write.
-
-    Returns False (and writes nothing) when verification fails.
-    """
-    from yolact.modeling.factory import build_model
-
-    if checks is None:
-        checks = (raw_output_check, detection_check(cfg))
-    model = build_model(cfg)
-    report = load_official_weights(model, input_path)
-    log(f"loaded {report['assigned']} tensors from {input_path} "
-        f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
-    if report["not_in_checkpoint"]:
-        log(f"not in the checkpoint (kept at their initialization): "
-            f"{', '.join(report['not_in_checkpoint'])}")
-    if verify_path:
-        log(f"verifying against {verify_path}:")
-        if not verify(model, verify_path, checks=checks, log=log):
-            log("verification FAILED; nothing written")
-            return False
-    save_weights_with_config(model, output_path, cfg)
-    log(f"wrote {output_path} and {config_path_for(output_path)}")
-    return True
+__all__ = ["convert", "main"]  # convert: yolact.weights.official's, re-exported
 
 
 def define_flags(fv) -> None:

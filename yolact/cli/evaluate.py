@@ -7,7 +7,7 @@ import os
 
 from absl import flags
 
-from yolact.cli.common import load_model
+from yolact.cli.common import load_model, weights_flag
 from yolact.cli.flags import FLAGS, define_config_flags, define_weights_flags, run_main
 from yolact.configs.resolve import config_beside, resolve_config
 
@@ -38,9 +38,10 @@ def run(flags_) -> dict:
     from yolact.evaluation.coco import format_metrics
     from yolact.evaluation.evaluator import evaluate
 
+    weights = weights_flag(flags_.weights)  # a pretrained name: its preset comes with it
     cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map, flags_.override,
-                         weights=flags_.weights)
-    model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+                         weights=weights)
+    model = load_model(cfg, weights, prefer_best=flags_.best)
     if flags_.benchmark:
         from yolact.evaluation.timing import benchmark_tfrecords
 
@@ -56,7 +57,7 @@ def run(flags_) -> dict:
                            max_images=flags_.max_images or None,
                            output_json=flags_.output_json, metrics_json=flags_.metrics_json,
                            use_faster=flags_.faster_coco_eval,
-                           config_source=config_beside(flags_.weights))
+                           config_source=config_beside(weights))
     except tf.errors.DataLossError:
         from data.pipeline import check_shards
 

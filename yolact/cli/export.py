@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from yolact.cli.common import load_model
+from yolact.cli.common import load_model, weights_flag
 from yolact.cli.flags import FLAGS, define_config_flags, define_weights_flags, run_main
 from yolact.configs.resolve import resolve_config
 from yolact.serving.calibration import DEFAULT_CALIBRATION_IMAGES
@@ -47,9 +47,10 @@ def run(flags_) -> str:
     if flags_.calibration_images < 1:
         raise ValueError(f"-calibration_images must be at least 1, got "
                          f"{flags_.calibration_images}")
+    weights = weights_flag(flags_.weights)  # a pretrained name: its preset comes with it
     cfg = resolve_config(flags_.name, flags_.tfrecord_dir, flags_.label_map, flags_.override,
-                         weights=flags_.weights)
-    model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+                         weights=weights)
+    model = load_model(cfg, weights, prefer_best=flags_.best)
 
     def calibration():
         images = calibration_images(cfg, flags_.tfrecord_dir, flags_.calibration_images)

@@ -30,8 +30,11 @@ def define_config_flags(default_name: str, fv=FLAGS, with_tfrecord_dir: bool = F
 
 def define_weights_flags(fv=FLAGS, best: bool = True) -> None:
     """-weights (and -best): any weights file or training folder `load_weights` reads."""
-    flags.DEFINE_string("weights", None, "Training folder or checkpoint prefix, .weights.h5 "
-                        "or official .pth.", flag_values=fv)
+    flags.DEFINE_string("weights", None, "Training folder or checkpoint prefix, .weights.h5, "
+                        "official .pth, or a pretrained name (yolact_base, yolact_resnet50, "
+                        "yolact_darknet53, yolact_im700, yolact_plus_base, "
+                        "yolact_plus_resnet50: fetched once into $YOLACT_CACHE, its preset "
+                        "with it).", flag_values=fv)
     if best:
         flags.DEFINE_boolean("best", True, "With a training folder, use its best/ weights "
                              "if present.", flag_values=fv)

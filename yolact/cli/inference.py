@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from yolact.cli.common import load_model
+from yolact.cli.common import load_model, weights_flag
 from yolact.cli.flags import FLAGS, define_config_flags, define_weights_flags, run_main
 from yolact.configs.resolve import resolve_config
 
@@ -61,9 +61,10 @@ def run(flags_) -> dict:
     if not flags_.weights and not flags_.model:
         raise ValueError("inference.py needs -weights (or -model with an exported network "
                          "file: model.onnx, model.tflite)")
+    weights = weights_flag(flags_.weights)  # a pretrained name: its preset comes with it
     # With -model alone, the config.json beside it (export_savedmodel.py writes it).
     cfg = resolve_config(flags_.name, None, flags_.label_map, flags_.override,
-                         weights=flags_.weights or flags_.model)
+                         weights=weights or flags_.model)
     if flags_.model:
         from yolact.serving.saved_model import open_model
 
@@ -83,10 +84,15 @@ def run(flags_) -> dict:
                 flags_.model)
             maskiou = read_maskiou(cfg, folder or ".", f"-model {flags_.model!r}")
         print(f"Network: {engine} on {flags_.model}")
+        from yolact.detection.networks import int8_saturation_warning
+
+        warning = int8_saturation_warning(flags_.model)
+        if warning:
+            print(f"warning: {warning}")
         predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network,
                               maskiou_net=maskiou)
     else:
-        model = load_model(cfg, flags_.weights, prefer_best=flags_.best)
+        model = load_model(cfg, weights, prefer_best=flags_.best)
         predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
     options = OutputOptions(
         score_threshold=flags_.score_threshold, top_k=flags_.top_k,

@@ -47,9 +47,13 @@ def define_flags(fv=FLAGS) -> None:
                          flag_values=fv)
     flags.DEFINE_boolean("resume", True, "Resume from the latest checkpoint in -weights.",
                          flag_values=fv)
-    flags.DEFINE_string("init_weights", None, "Initial weights (converted official "
-                        ".weights.h5, backbone .pth/.h5); class-dependent layers are skipped "
-                        "on a class mismatch.", flag_values=fv)
+    flags.DEFINE_string("init_weights", None, "Initial weights: a pretrained name "
+                        "(yolact_base, ... fetched once into $YOLACT_CACHE), a converted "
+                        ".weights.h5, an official .pth or a training folder; class-dependent "
+                        "layers are skipped (and listed) on a class mismatch. Without it the "
+                        "backbone starts from BACKBONE_WEIGHTS (default: the official "
+                        "ImageNet file of the backbone, fetched once; -override "
+                        "BACKBONE_WEIGHTS=none: random).", flag_values=fv)
     flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "default"],
                       "tf.distribute strategy. auto: MirroredStrategy over all local GPUs when "
                       "there are 2 or more, else the default strategy (faster on one device); "

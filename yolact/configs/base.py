@@ -76,7 +76,10 @@ class YolactConfig:
     BACKBONE: str = "resnet101"
     BACKBONE_BLOCKS: tuple | None = None  # blocks per stage; None = backbone default.
     BACKBONE_ATTENTION: str | None = None  # None, "se" or "cbam".
-    BACKBONE_WEIGHTS: str | None = None  # local ImageNet weights file.
+    # ImageNet initial weights of the backbone (yolact.weights.backbone.initial_backbone_file):
+    # "imagenet" = the official file of BACKBONE (official data/config.py backbone `path`),
+    # fetched once into $YOLACT_CACHE; a local .pth / .weights.h5 path; None ("none"): random.
+    BACKBONE_WEIGHTS: str | None = "imagenet"
     # YOLACT++ deformable convolutions (official `ResNetBackbone(layers, dcn_layers,
     # dcn_interval)`): per stage, the number of its last blocks whose 3x3 conv is a
     # modulated deformable conv (DCNv2), every BACKBONE_DCN_INTERVAL-th of them. None: none.

@@ -59,9 +59,13 @@ def train(cfg, options: TrainOptions, evaluate_fn=None, dataset_fn=None) -> dict
             print(f"Removed {path} (left by an interrupted save)")
     loaded = trainer.restore() if options.resume else None
     if loaded is None and options.init_weights:
-        from yolact.weights.checkpoints import load_weights
+        from yolact.weights.checkpoints import load_weights_report
 
-        print(f"Initial weights: {load_weights(trainer.model, options.init_weights)}")
+        report = load_weights_report(trainer.model, options.init_weights)
+        print(f"Initial weights: {report['path']}")
+        if report["skipped"]:
+            print(f"Class count differs from {report['path']}: skipped the class-dependent "
+                  f"layers {', '.join(report['skipped'])} (fresh initialization)")
     elif loaded:
         print(f"Resumed from {loaded} at step {trainer.step}")
     pattern = os.path.join(options.tfrecord_dir, "train-*.tfrecord")

@@ -26,7 +26,7 @@ from yolact.modeling.precision import normalize_precision, uses_loss_scaling
 from yolact.training.optimizer import TorchSGD, WarmupSchedule
 from yolact.training.schedules import scaled_schedule
 from yolact.utils.console import one_line
-from yolact.weights.backbone import load_backbone_weights
+from yolact.weights.backbone import initial_backbone_file, load_backbone_weights
 from yolact.weights.checkpoints import checkpoint_objects
 
 LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
@@ -188,8 +188,7 @@ class Trainer:
         with self.strategy.scope():
             # The layers take the policy while they are built; the global one is untouched.
             self.model = factory.build_model(cfg, precision=self.precision)
-            if cfg.BACKBONE_WEIGHTS:
-                load_backbone_weights(self.model.backbone, cfg.BACKBONE_WEIGHTS)
+            self._load_backbone_weights(cfg, options)
             self.model(tf.zeros([1, *cfg.IMG_HW, 3]), training=False)
             freeze = options.freeze_bn
             if freeze is None:
@@ -309,6 +308,19 @@ class Trainer:
         return self._step_fn(iterator)
 
     # ------------------------------------------------------------ checkpoints
+    def _load_backbone_weights(self, cfg, options) -> None:
+        """cfg.BACKBONE_WEIGHTS into the backbone (`initial_backbone_file`: the official
+        ImageNet file by default, fetched once), unless -init_weights or a checkpoint to
+        resume from will overwrite it."""
+        resuming = options.resume and os.path.isdir(options.weights_dir) and \
+            tf.train.latest_checkpoint(options.weights_dir)
+        if options.init_weights or resuming:
+            return
+        path = initial_backbone_file(cfg.BACKBONE, cfg.BACKBONE_BLOCKS, cfg.BACKBONE_WEIGHTS)
+        if path:
+            report = load_backbone_weights(self.model.backbone, path)
+            print(f"Backbone weights: {path} ({report['loaded']} tensors)")
+
     def restore(self, path: str | None = None) -> str | None:
         """Restore `path`, or the newest intact checkpoint in weights_dir; returns what
         was loaded (None: nothing there).

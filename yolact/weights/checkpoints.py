@@ -4,10 +4,15 @@
   the latest checkpoint in the folder, or the `best/model.weights.h5` inside
   it when ``prefer_best``; a prefix's own ``.index`` / ``.data-*`` file names it too;
 - a Keras ``.weights.h5`` (converted official weights, best checkpoint);
-- an official PyTorch ``.pth`` (converted on the fly, no torch needed).
+- an official PyTorch ``.pth`` (converted on the fly, no torch needed);
+- a model-zoo name (`yolact.weights.zoo`: ``yolact_base``, ``yolact_base_54_800000.pth``,
+  ``resnet101_reducedfc``, ...), fetched once into the cache (`yolact.weights.hub`): its
+  converted ``.weights.h5`` when cached, else the verified ``.pth``; a backbone file
+  (ImageNet initial weights) loads into the backbone. A local path always wins over a name.
 
 A class-count mismatch (fine-tuning) skips exactly the class-dependent layers.
-A missing path raises FileNotFoundError, a truncated or damaged file a
+A missing path raises FileNotFoundError (`UnknownWeightsError` for a bare name that is
+neither a file nor a zoo name, listing the names), a truncated or damaged file a
 ValueError, both naming the file. TensorFlow is needed only for the checkpoint
 format.
 """
@@ -84,21 +89,67 @@ def resolve_weights(path: str, prefer_best: bool = False) -> str:
     raise _not_found(path)
 
 
+class UnknownWeightsError(FileNotFoundError):
+    """Neither an existing path nor a model-zoo name."""
+
+
+def is_local(path: str) -> bool:
+    """An existing file or folder, or a TF checkpoint prefix (`ckpt-5` of `ckpt-5.index`)."""
+    return os.path.exists(path) or os.path.exists(_TF_CHECKPOINT_FILE.sub("", path) + ".index")
+
+
+def named_weights(path: str, log=print) -> str:
+    """`path` when it exists (or is not a bare name); a zoo name's cached file (the
+    converted .weights.h5 when cached, else its verified .pth, fetched the first time).
+
+    Raises UnknownWeightsError for a bare name (no folder, not .h5 / checkpoint) that is
+    neither, listing the known names.
+    """
+    from yolact.weights import hub, zoo
+
+    if is_local(path):
+        return path
+    entry = zoo.lookup(path)
+    if entry is not None:
+        return (entry.is_model and hub.converted_if_cached(entry)) or hub.fetch(entry, log)
+    if os.path.dirname(path) or path.endswith(".h5") or _TF_CHECKPOINT_FILE.search(path):
+        return path  # a path: resolve_weights says what is missing
+    raise UnknownWeightsError(
+        f"weights {path!r}: no such file or folder, and not a pretrained name; known "
+        f"names: {', '.join(zoo.known_names())} (or their file names, e.g. "
+        f"yolact_base_54_800000.pth); a local path (.pth, .weights.h5, training folder) "
+        f"works too")
+
+
 def load_weights(model, path: str, prefer_best: bool = False) -> str:
     """Load weights into a built model; returns the resolved path.
 
-    Raises FileNotFoundError when nothing is at `path` and ValueError naming the
-    file when it is truncated or damaged (`.pth`: yolact.pth.CheckpointReadError).
+    `path`: any file of the module docstring, or a zoo name (fetched once). Raises
+    FileNotFoundError when nothing is at `path` and ValueError naming the file when it is
+    truncated or damaged (`.pth`: yolact.pth.CheckpointReadError).
     """
+    return load_weights_report(model, path, prefer_best)["path"]
+
+
+def load_weights_report(model, path: str, prefer_best: bool = False, log=print) -> dict:
+    """`load_weights`, returning {"path": resolved file, "skipped": [class-dependent layers
+    left at their initialization because the class count differs]}."""
+    from yolact.weights import zoo
     from yolact.weights.h5 import load_weights_partial
     from yolact.weights.official import load_official_into
 
-    path = resolve_weights(path, prefer_best)
-    if path.endswith(".pth"):
-        load_official_into(model, path)
+    entry = None if is_local(path) else zoo.lookup(path)
+    path = resolve_weights(named_weights(path, log), prefer_best)
+    skipped = []
+    if entry is not None and not entry.is_model:  # ImageNet initial weights
+        from yolact.weights.backbone import load_backbone_weights
+
+        load_backbone_weights(model.backbone, path)
+    elif path.endswith(".pth"):
+        skipped = load_official_into(model, path)["skipped"]
     elif path.endswith(".h5"):
         try:
-            load_weights_partial(model, path)
+            skipped = load_weights_partial(model, path)
         except OSError as err:  # h5py: "truncated file", "file signature not found", ...
             raise ValueError(
                 f"{path!r} ({os.path.getsize(path)} bytes) is not a readable Keras .weights.h5 "
@@ -121,4 +172,4 @@ def load_weights(model, path: str, prefer_best: bool = False) -> str:
                 f"TF checkpoint {path!r} does not hold every weight of this model (written "
                 f"for another network, or by a version that did not save the BatchNorm "
                 f"statistics): {one_line(err)}") from err
-    return path
+    return {"path": path, "skipped": skipped}

@@ -11,8 +11,8 @@ YOLACT model (or a plain checkpoint to a YOLACT++ model) they raise
 `PresetMismatchError` naming the preset to use; any other unknown, missing or mis-shaped
 key raises `CheckpointMismatchError`. Layers official YOLACT does not have
 (`model.unofficial_layers()`: the contextual loss's embedding head) are not in any official
-checkpoint: they are reported as such and keep their initialization. The command line
-is `python -m yolact.cli.convert`.
+checkpoint: they are reported as such and keep their initialization. `convert` writes the
+converted .weights.h5 with its config; its command line is `python -m yolact.cli.convert`.
 """
 
 from __future__ import annotations
@@ -150,3 +150,32 @@ def _not_in_checkpoint(model, match) -> list:
 def load_official_into(model, path: str) -> dict:
     """Load an official .pth into `model`, skipping class layers on a class-count mismatch."""
     return load_official_weights(model, path, skip_class_mismatch=True)
+
+
+def convert(cfg, input_path: str, output_path: str, verify_path: str | None = None,
+            checks=None, log=print) -> bool:
+    """Build the model for `cfg`, load `input_path`, optionally verify, then write.
+
+    Returns False (and writes nothing) when verification fails.
+    """
+    from yolact.modeling.factory import build_model
+    from yolact.weights.h5 import config_path_for, save_weights_with_config
+    from yolact.weights.verify import detection_check, raw_output_check, verify
+
+    if checks is None:
+        checks = (raw_output_check, detection_check(cfg))
+    model = build_model(cfg)
+    report = load_official_weights(model, input_path)
+    log(f"loaded {report['assigned']} tensors from {input_path} "
+        f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
+    if report["not_in_checkpoint"]:
+        log(f"not in the checkpoint (kept at their initialization): "
+            f"{', '.join(report['not_in_checkpoint'])}")
+    if verify_path:
+        log(f"verifying against {verify_path}:")
+        if not verify(model, verify_path, checks=checks, log=log):
+            log("verification FAILED; nothing written")
+            return False
+    save_weights_with_config(model, output_path, cfg)
+    log(f"wrote {output_path} and {config_path_for(output_path)}")
+    return True
