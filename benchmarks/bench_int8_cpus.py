@@ -15,11 +15,14 @@ script exports each int8 file in two settings, the one the exporter writes (`por
 onnxruntime `reduce_range=True`, NNCF `OverflowFix.ENABLE`, both 7-bit weights) and the
 8-bit one (`vnni`: full-range weights, NNCF's default overflow fix of the first layer only),
 plus LiteRT int8 (XNNPACK, one setting), then runs every file in a process of its own:
-  native    on this CPU, timing the network too (median ms, batch 1, -threads);
+  native    on this CPU (and the network's latency: median ms, batch 1, -threads);
   avx2      under `qemu-x86_64 -cpu Haswell` (an AVX2 + FMA CPU without AVX-512 or VNNI, as
             the libraries see it through CPUID; user-mode emulation, so no timing), when
             qemu-x86_64 is installed (`apt-get install qemu-user`) and -emulate is on.
-Each process only runs the file on the preprocessed val images and saves the raw outputs;
+Each process only runs the file on the preprocessed val images and saves the raw outputs
+(one more native process per engine times its files, calls interleaved, on the first image:
+7-bit against 8-bit under the same conditions; engines apart, since onnxruntime's threads
+spin after each call and would slow whatever runs next);
 this process compares them with the Keras model's (rms / std, the export check's measure)
 and with the same file's native outputs (max |diff|: 0 = the same numbers on both CPUs), and
 scores COCO box / mask AP with the Predictor replaying the saved outputs (detection and masks
@@ -108,7 +111,6 @@ def export_row(row: str, model, cfg, folder: str, onnx_path: str, calibration) -
 def worker() -> None:
     import numpy as np
 
-    from benchmarks.common import time_fn
     from yolact.detection.networks import open_network
 
     images = np.load(FLAGS.worker_images)["images"]
@@ -118,35 +120,63 @@ def worker() -> None:
         result = network(images[i:i + 1])
         for k in OUTPUT_NAMES:
             outputs[k].append(np.asarray(result[k], np.float32)[0])
-    timing = {}
-    if FLAGS.worker_time:
-        t = time_fn(lambda: network(images[:1]), FLAGS.repeats, FLAGS.warmup)
-        timing = {"network_s": t.median}
-    np.savez(FLAGS.worker_out, **{k: np.stack(v) for k, v in outputs.items()},
-             timing=json.dumps(timing))
+    np.savez(FLAGS.worker_out, **{k: np.stack(v) for k, v in outputs.items()})
+
+
+def latency_worker() -> None:
+    """Every file of -latency_files (one engine) on the first image, calls interleaved (a, b,
+    a, b, ...), so a shared machine's slow phases hit every file alike; {file: median s} as
+    JSON."""
+    import numpy as np
+
+    from benchmarks.common import time_interleaved
+    from yolact.detection.networks import open_network
+
+    image = np.load(FLAGS.worker_images)["images"][:1]
+    networks = {path: open_network(path, threads=FLAGS.threads, precision="fp32")[0]
+                for path in FLAGS.latency_files}
+    timings = time_interleaved({path: (lambda n=n: n(image)) for path, n in networks.items()},
+                               FLAGS.repeats, FLAGS.warmup)
+    with open(FLAGS.worker_out, "w") as f:
+        json.dump({path: t.median for path, t in timings.items()}, f)
+
+
+def _child(args: list, emulate: bool = False) -> str | None:
+    """Run this script with `args` in a process of its own (under qemu when `emulate`);
+    None, or the last line of its error."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_int8_cpus", *args,
+           "-threads", str(FLAGS.threads), "-repeats", str(FLAGS.repeats),
+           "-warmup", str(FLAGS.warmup)]
+    if emulate:
+        cmd = [qemu(), "-cpu", EMULATED_CPU, *cmd]
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if "TCG doesn't support" not in ln]
+    return (lines or ["?"])[-1]
 
 
 def run_file(path: str, images_npz: str, out: str, emulate: bool) -> dict:
-    """Run `path` on the images in a process of its own (under qemu when `emulate`);
-    {output: array, "timing": {...}} or {"error"}."""
+    """Run `path` on the images (`worker`); {output: array} or {"error"}."""
     import numpy as np
 
-    cmd = [sys.executable, "-m", "benchmarks.bench_int8_cpus", "-worker", path,
-           "-worker_images", images_npz, "-worker_out", out, "-threads", str(FLAGS.threads),
-           "-repeats", str(FLAGS.repeats), "-warmup", str(FLAGS.warmup)]
-    if emulate:
-        cmd = [qemu(), "-cpu", EMULATED_CPU, *cmd]
-    else:
-        cmd.append("-worker_time")
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if "TCG doesn't support" not in ln]
-        return {"error": (lines or ["?"])[-1]}
+    error = _child(["-worker", path, "-worker_images", images_npz, "-worker_out", out],
+                   emulate)
+    if error:
+        return {"error": error}
     with np.load(out) as data:
-        result = {k: data[k] for k in OUTPUT_NAMES}
-        result["timing"] = json.loads(str(data["timing"]))
-    return result
+        return {k: data[k] for k in OUTPUT_NAMES}
+
+
+def latencies(paths: list, images_npz: str, out: str) -> dict:
+    """{file: median network s} on this CPU, the files timed interleaved (`latency_worker`)."""
+    error = _child(["-latency_files", ",".join(paths), "-worker_images", images_npz,
+                    "-worker_out", out])
+    if error:
+        return {}
+    with open(out) as f:
+        return json.load(f)
 
 
 # ---- scoring (this process) ----------------------------------------------------------------
@@ -259,13 +289,23 @@ def parent() -> None:
                              rms=rms_from_keras(outputs, keras_out),
                              diff_native=max(float(np.max(np.abs(outputs[k] - native[k])))
                                              for k in OUTPUT_NAMES))
-                if outputs["timing"]:
-                    entry["network_ms"] = 1000 * outputs["timing"]["network_s"]
                 if FLAGS.accuracy:
                     entry.update(score(cfg, None, ReplayNetwork(images, outputs),
                                        len(images)))
                 results.append(entry)
                 log(json.dumps(entry))
+        files = {r["row"]: ROWS[r["row"]][2] for r in results
+                 if r["cpu"] == "native" and "error" not in r and r["row"] != "tf"}
+        timing = {}
+        for ext in sorted({os.path.splitext(f)[1] for f in files.values()}):
+            group = [os.path.join(work, f) for f in files.values() if f.endswith(ext)]
+            log(f"timing {', '.join(map(os.path.basename, group))} on this CPU, interleaved")
+            timing.update(latencies(group, images_npz, os.path.join(work, "latency.json")))
+        for r in results:
+            if r["cpu"] == "native" and r["row"] in files:
+                median = timing.get(os.path.join(work, files[r["row"]]))
+                if median is not None:
+                    r["network_ms"] = 1000 * median
     info = machine_info(FLAGS.threads)
     info["cpu_flags"] = cpu_flags()
     header, rows = table(results)
@@ -304,6 +344,8 @@ def main(argv):
     del argv
     if FLAGS.worker:
         worker()
+    elif FLAGS.latency_files:
+        latency_worker()
     else:
         parent()
 
@@ -328,7 +370,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("json_out", None, "Write every figure as JSON.")
     for name in ("worker", "worker_images", "worker_out"):
         flags.DEFINE_string(name, None, "(internal: one file's process)")
-    flags.DEFINE_boolean("worker_time", False, "(internal: time the network)")
+    flags.DEFINE_list("latency_files", [], "(internal: time these files, interleaved)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import re
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 _JPEG_FORMATS = ("JPEG", "MPO")
@@ -57,9 +57,13 @@ def load_image(record: dict):
     """Read and check an image.
 
     Returns (encoded bytes, "jpeg"|"png", height, width, note). The original bytes pass
-    through when they are an 8-bit 3-channel JPEG or PNG; otherwise the pixels are
-    normalized to RGB and re-encoded (JPEG quality 95 for JPEG sources, PNG for the
-    rest) and `note` names what was converted (e.g. "png_RGBA"), else note is None.
+    through when they are an 8-bit 3-channel JPEG or PNG shown as stored (no EXIF
+    orientation, or 1); otherwise the pixels are normalized to RGB, turned as the EXIF
+    orientation says (`ImageOps.exif_transpose`: a phone's portrait photo stored
+    landscape becomes the portrait every viewer and annotation tool shows, and height /
+    width are the displayed ones) and re-encoded without EXIF (JPEG quality 95 for JPEG
+    sources, PNG for the rest), so records never need EXIF; `note` names what was
+    converted (e.g. "png_RGBA", "exif_orientation_6"), else note is None.
     Raises SkipImage("missing_file" | "unreadable" | "truncated" | "corrupt") whose
     detail names the file (e.g. "corrupt image /d/a.jpg: cannot identify image file").
     """
@@ -74,11 +78,15 @@ def load_image(record: dict):
         img = Image.open(io.BytesIO(data))
         fmt, mode = img.format, img.mode
         width, height = img.size
-        if fmt in _JPEG_FORMATS and mode == "RGB":
+        orientation = exif_orientation(img)
+        if fmt in _JPEG_FORMATS and mode == "RGB" and orientation == 1:
             # Pass-through candidate: decode at 1/8 scale, which still reads every byte,
             # so a truncated or corrupt file fails here as in a full decode.
             img.draft(mode, (max(width // 8, 1), max(height // 8, 1)))
         img.load()
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+            width, height = img.size
     except UnidentifiedImageError:
         raise SkipImage("unreadable", f"corrupt image {where}: cannot identify image file "
                                       f"({len(data)} bytes)") from None
@@ -89,12 +97,13 @@ def load_image(record: dict):
         raise SkipImage("corrupt", f"corrupt image {where}: {type(e).__name__}: "
                                    f"{_message(e)}") from None
     png_depth = data[24] if fmt == "PNG" and len(data) > 25 else 8
-    if fmt in _JPEG_FORMATS and mode == "RGB":
-        return data, "jpeg", height, width, None
-    if fmt == "PNG" and mode == "RGB" and png_depth == 8:
-        return data, "png", height, width, None
+    plain = (fmt in _JPEG_FORMATS and mode == "RGB") or (
+        fmt == "PNG" and mode == "RGB" and png_depth == 8)
+    if plain and orientation == 1:
+        return data, "jpeg" if fmt in _JPEG_FORMATS else "png", height, width, None
     bgr = np.ascontiguousarray(_to_rgb(img)[:, :, ::-1])
-    note = f"{fmt.lower()}_{mode}" + ("_16bit" if png_depth == 16 else "")
+    notes = [] if plain else [f"{fmt.lower()}_{mode}" + ("_16bit" if png_depth == 16 else "")]
+    note = "_".join(notes + ([f"exif_orientation_{orientation}"] if orientation != 1 else []))
     if fmt in _JPEG_FORMATS:
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
         out_fmt = "jpeg"
@@ -104,6 +113,15 @@ def load_image(record: dict):
     if not ok:
         raise SkipImage("corrupt", f"re-encoding the {note} image {where} failed")
     return buf.tobytes(), out_fmt, height, width, note
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1..8) of an opened PIL image; 1 when absent or invalid."""
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block: shown as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
@@ -260,9 +278,14 @@ def convert_record(record: dict, label_map: dict) -> dict:
         encoded, fmt, height, width, note = load_image(record)
         expected = (record.get("height"), record.get("width"))
         if None not in expected and tuple(int(v) for v in expected) != (height, width):
+            turned = re.search(r"exif_orientation_([5-8])", note or "")  # axes swapped
             raise SkipImage("size_mismatch",
                             f"{record.get('image_path') or name}: annotation says "
-                            f"{expected[0]}x{expected[1]}, image is {height}x{width}")
+                            f"{expected[0]}x{expected[1]}, image is {height}x{width}"
+                            + (f" as displayed (its EXIF orientation {turned.group(1)} "
+                               f"turns the stored {width}x{height} pixels; annotations "
+                               f"must be in the displayed image's coordinates, as "
+                               f"annotation tools show it)" if turned else ""))
         objects = record.get("objects")
         if objects is None:
             fn, arg = record["load_objects"]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from data import convert
 from data.classes import COCO_CLASSES, PASCAL_CLASSES
-from data.shards import ShardWriter, _Outputs, remove_stale_tmp, split_files
+from data.shards import ShardWriter, _Outputs, check_writable, remove_stale_tmp, split_files
 from data.sources import coco, custom, pascal_sbd
 
 DATASETS = ("coco", "pascal_sbd", "custom", "auto")
@@ -348,6 +348,7 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
     if num_shards < 1 or num_workers < 0:
         raise ValueError(f"need num_shards >= 1 and num_workers >= 0, got "
                          f"{num_shards}, {num_workers}")
+    check_writable(output_dir)  # before the (slow) annotation files are read
     splits = {}
     for split, image_dir, ann in (("train", train_image_dir, train_annotations_file),
                                   ("val", val_image_dir, val_annotations_file)):

@@ -8,12 +8,15 @@ Usable directly or with ``strategy.distribute_datasets_from_function``:
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import tensorflow as tf
 
 from data.decoder import decode
 from data.parser import Parser
+from data.record_checks import check_records
 
 
 def list_shards(file_pattern: str) -> list:
@@ -86,6 +89,35 @@ def check_shards(pattern_or_files) -> None:
                          f"{listed}; recreate them with python -m data.coco_tfrecord_creator")
 
 
+def split_image_count(tfrecord_dir: str, split: str = "train"):
+    """(images in `split`, where the count comes from): ``images_written`` of the
+    creator's ``<split>_summary.json`` beside the shards, else the records of shards
+    totalling at most FULL_SHUFFLE_BYTES, counted; (None, None) for a larger split
+    without its summary."""
+    summary = os.path.join(tfrecord_dir, f"{split}_summary.json")
+    try:
+        with open(summary) as f:
+            count = json.load(f).get("images_written")
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count, summary
+    except (OSError, ValueError, AttributeError):
+        pass  # no summary, or not the creator's: count the records instead
+    files = tf.io.gfile.glob(os.path.join(tfrecord_dir, f"{split}-*.tfrecord"))
+    if not files or sum(tf.io.gfile.stat(f).length for f in files) > FULL_SHUFFLE_BYTES:
+        return None, None
+    return sum(_count_records(f)[0] for f in files), f"the records of {len(files)} shard(s)"
+
+
+def check_batch_size(tfrecord_dir: str, batch_size: int, split: str = "train") -> None:
+    """ValueError when `batch_size` is larger than the images of `split`: each batch would
+    repeat images, and a mistyped size (100000) would allocate it all before failing."""
+    count, source = split_image_count(tfrecord_dir, split)
+    if count is not None and batch_size > count:
+        raise ValueError(f"-batch_size {batch_size} is larger than the {split} split, which "
+                         f"has {count} images ({source}); use -batch_size {max(count, 1)} or "
+                         f"less")
+
+
 # A training split up to this size is shuffled whole each epoch, as the official DataLoader
 # (shuffle=True) does; a larger one through a buffer of LARGE_SPLIT_BUFFER serialized
 # records over interleaved, shuffled shards.
@@ -135,6 +167,7 @@ def build_dataset(file_pattern, cfg, training: bool, batch_size: int, input_cont
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     deterministic = seed is not None or not training
     files = list_shards(file_pattern)
+    check_records(files, cfg.NUM_CLASSES)  # class ids in range, masks present: one line now
     dataset = _records(files, training, input_context, seed, cycle_length, deterministic)
     if training:
         if shuffle_buffer is None:

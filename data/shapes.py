@@ -8,12 +8,16 @@ Each image has a textured background (noise, gradient or stripes) and objects of
 classes config.SHAPES_CLASSES drawn in random order. Masks are the VISIBLE parts: an
 object drawn later hides what lies below it, and a placement that would hide more than
 half of an earlier object is rejected, so every annotated object stays mostly visible
-and the masks of one image never overlap. Segmentations use all three COCO forms:
-polygons for unoccluded objects (the image is painted with pycocotools' own
-rasterization of that polygon, so the polygon decodes exactly to the drawn pixels),
-compressed RLE for occluded objects and a random quarter of the others, uncompressed
-RLE for crowd regions (iscrowd=1: a cluster of small shapes under one mask). Image 0
-of each split with >= 2 images has no object. Everything is a function of the seed.
+and the masks of one image never overlap. Segmentations are laid out as COCO's own
+annotation files are (what COCO tools such as TF Model Garden's create_coco_tf_record
+expect): polygons for every non-crowd object, uncompressed RLE (counts a list) for crowd
+regions (iscrowd=1: a cluster of small shapes under one mask). An unoccluded object gets
+the polygon it was drawn from (the image is painted with pycocotools' own rasterization
+of it, so it decodes exactly to the drawn pixels); the visible part of an occluded one is
+traced (`_visible_polygons`: one polygon per connected piece, holes cut open, degenerate
+pieces dropped), and its area and bbox are those of the traced polygons as pycocotools
+rasterizes them. Image 0 of each split with >= 2 images has no object. Everything is a
+function of the seed.
 """
 
 import json
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from data.classes import SHAPES_CLASSES
 from yolact.utils.io import write_json_atomic
+from yolact.utils.polygons import mask_to_polygons, polygons_to_mask
 
 SPLITS = ("train", "val")
 _MIN_VISIBLE = 0.5  # fraction of an object's own area that must stay visible.
@@ -231,27 +236,75 @@ def _uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
-def _annotations(canvas: _Canvas, rng, image_id: int, next_id: int) -> list:
-    """COCO annotations of the visible part of every layer."""
+def _hole_free_parts(mask: np.ndarray) -> list:
+    """bool [h, w] -> bool masks [h, w] whose union is `mask`, none with a hole.
+
+    A polygon cannot hold a hole (pycocotools' annToMask unions an object's polygons), so
+    each hole (a 4-connected background region not touching the border, as findContours
+    sees it) is cut open: the part is split at a column through a hole pixel into the
+    columns left of it and the rest, and each side is looked at again.
+    """
+    parts, todo = [], [mask]
+    while todo:
+        part = todo.pop()
+        count, labels = cv2.connectedComponents((~part).astype(np.uint8), connectivity=4)
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
+                                           labels[:, -1]]))
+        holes = np.setdiff1d(np.arange(1, count), border)
+        if not len(holes):
+            parts.append(part)
+            continue
+        xs = np.nonzero(labels == holes[0])[1]
+        cut = int(xs[len(xs) // 2])
+        left, right = part.copy(), part.copy()
+        left[:, cut:] = False
+        right[:, :cut] = False
+        todo += [m for m in (left, right) if m.any()]
+    return parts
+
+
+def _visible_polygons(vis: np.ndarray, y0: int, x0: int, h: int, w: int) -> list:
+    """COCO polygons (image pixels) of a visible part bool [hh, ww] at (y0, x0): one per
+    connected piece of each hole-free part (`mask_to_polygons`), without the degenerate
+    ones (fewer than 3 points, or no pixel once rasterized); the extent box of the part
+    when nothing is left."""
+    polygons = []
+    for part in _hole_free_parts(vis):
+        for poly in mask_to_polygons(part):
+            xy = np.asarray(poly).reshape(-1, 2) + [x0, y0]
+            poly = [round(float(v), 2) for v in xy.reshape(-1)]
+            if polygons_to_mask([poly], h, w).any():
+                polygons.append(poly)
+    if not polygons:
+        ys, xs = np.nonzero(vis)
+        x1, y1, x2, y2 = xs.min() + x0, ys.min() + y0, xs.max() + 1 + x0, ys.max() + 1 + y0
+        polygons = [[float(v) for v in (x1, y1, x2, y1, x2, y2, x1, y2)]]
+    return polygons
+
+
+def _annotations(canvas: _Canvas, image_id: int, next_id: int) -> list:
+    """COCO annotations of the visible part of every layer: polygons for objects,
+    uncompressed RLE for crowds; area and bbox those of the segmentation as pycocotools
+    decodes it."""
     h, w = canvas.owner.shape
     anns = []
     for k, layer in enumerate(canvas.layers, start=1):
         y0, x0, vis = canvas.visible(k)
-        ys, xs = np.nonzero(vis.any(1))[0] + y0, np.nonzero(vis.any(0))[0] + x0
-        area = int(vis.sum())
-        if not layer["crowd"] and area == canvas.full_area[k] and rng.random() < 0.75:
-            seg = [layer["poly"].reshape(-1).tolist()]
-        else:
-            full = np.zeros((h, w), np.uint8, order="F")
+        if layer["crowd"]:
+            full = np.zeros((h, w), bool)
             full[y0:y0 + vis.shape[0], x0:x0 + vis.shape[1]] = vis
-            if layer["crowd"]:
-                seg = _uncompressed_rle(full)
-            else:
-                seg = mask_utils.encode(full)
-                seg["counts"] = seg["counts"].decode("ascii")
+            seg = _uncompressed_rle(full)
+        elif int(vis.sum()) == canvas.full_area[k]:  # unoccluded: the drawn polygon
+            seg = [layer["poly"].reshape(-1).tolist()]
+            full = polygons_to_mask(seg, h, w) > 0
+        else:
+            seg = _visible_polygons(vis, y0, x0, h, w)
+            full = polygons_to_mask(seg, h, w) > 0
+        ys, xs = np.nonzero(full.any(1))[0], np.nonzero(full.any(0))[0]
         anns.append({
             "id": next_id + len(anns), "image_id": image_id,
-            "category_id": layer["class"] + 1, "segmentation": seg, "area": float(area),
+            "category_id": layer["class"] + 1, "segmentation": seg,
+            "area": float(full.sum()),
             "bbox": [float(xs[0]), float(ys[0]), float(xs[-1] + 1 - xs[0]),
                      float(ys[-1] + 1 - ys[0])],
             "iscrowd": int(layer["crowd"]),
@@ -263,7 +316,7 @@ def make_image(seed: int, split_index: int, index: int, min_size: int, max_size:
                empty: bool = False, crowd_prob: float = 0.06, many_prob: float = 0.1,
                fixed_size=None, num_objects=(1, 6), object_size=(0.15, 0.6)):
     """One synthetic image: its _Canvas (image uint8 RGB [H, W, 3], owner map, layers)
-    and the generator, whose state continues into the annotation choices.
+    and its random generator (state after drawing; the annotations use no randomness).
 
     num_objects (lo, hi): objects drawn when the image is not a "many" image;
     object_size (lo, hi): their size as a fraction of the shorter image side.
@@ -318,7 +371,7 @@ def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
         os.makedirs(image_dir, exist_ok=True)
         images, anns = [], []
         for i in tqdm(range(num), desc=f"shapes {split}", disable=not show_progress):
-            canvas, rng = make_image(seed, split_index, i, min_size, max_size,
+            canvas, _ = make_image(seed, split_index, i, min_size, max_size,
                                      empty=(i == 0 and num >= 2), crowd_prob=crowd_prob,
                                      many_prob=many_prob, fixed_size=fixed_size,
                                      num_objects=num_objects, object_size=object_size)
@@ -327,7 +380,7 @@ def generate(output_dir: str, num_train: int, num_val: int, seed: int = 0,
             cv2.imwrite(os.path.join(image_dir, name), canvas.image[:, :, ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
-            anns += _annotations(canvas, rng, i + 1, len(anns) + 1)
+            anns += _annotations(canvas, i + 1, len(anns) + 1)
         write_json_atomic(os.path.join(output_dir, "annotations", f"{split}.json"), {
             "info": {"description": "YOLACT synthetic shapes", "seed": seed},
             "licenses": [], "images": images, "annotations": anns, "categories": categories,
@@ -360,19 +413,32 @@ def _define_flags() -> None:
 def _pair(values, cast, name: str) -> tuple:
     """A `lo,hi` list flag as a tuple of two `cast` values."""
     if len(values) != 2:
-        raise app.UsageError(f"-{name} needs two values lo,hi; got {','.join(values)!r}")
-    return tuple(cast(v) for v in values)
+        raise ValueError(f"-{name} needs two values lo,hi; got {','.join(values)!r}")
+    try:
+        return tuple(cast(v) for v in values)
+    except ValueError:
+        raise ValueError(f"-{name} needs two {cast.__name__} values lo,hi; got "
+                         f"{','.join(values)!r}") from None
 
 
 def main(argv):
+    """A user error (a bad flag value, an unwritable -output_dir) ends with one `error:`
+    line and status 2, as in every CLI (yolact.utils.console.run_cli)."""
     del argv
-    f = flags.FLAGS
+    from yolact.utils.console import run_cli  # noqa: PLC0415
+
+    run_cli("data.shapes", "generate_from_flags", flags.FLAGS, tensorflow=False)
+
+
+def generate_from_flags(f) -> dict:
+    """`python -m data.shapes`: generate() from its absl flags; prints the stats json."""
     stats = generate(f.output_dir, f.num_train, f.num_val, f.seed, f.min_size, f.max_size,
                      f.jpeg_quality, crowd_prob=f.crowd_prob, many_prob=f.many_prob,
                      num_objects=_pair(f.num_objects, int, "num_objects"),
                      object_size=_pair(f.object_size, float, "object_size"),
                      fixed_size=_pair(f.image_size, int, "image_size") if f.image_size else None)
     print(json.dumps(stats))
+    return stats
 
 
 if __name__ == "__main__":

@@ -16,6 +16,26 @@ _OWN_TMP = re.compile(r"^(label_map\.json|[\w.-]+_(annotations|summary)\.json"
                       r"|[\w.-]+-\d{5}-of-\d{5}\.tfrecord)\.tmp$")
 
 
+def check_writable(output_dir: str) -> None:
+    """PermissionError (NotADirectoryError) naming output_dir when nothing can be written
+    there: checked with an anonymous probe file in it, or in its nearest existing parent
+    when it does not exist yet (nothing is left behind)."""
+    import tempfile
+
+    folder = os.path.abspath(output_dir)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"output_dir {output_dir!r}: {folder!r} is a file, "
+                                 f"not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(f"output_dir {output_dir!r}: cannot write in {folder!r} "
+                              f"({err.strerror or err})") from None
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 

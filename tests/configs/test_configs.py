@@ -1,5 +1,6 @@
 """yolact/configs: the dataclass's checks, JSON round trips and the one resolver."""
 
+import dataclasses
 import json
 import os
 
@@ -17,6 +18,7 @@ from yolact.configs import (
     parse_overrides,
     resolve_config,
 )
+from yolact.configs.base import FLOAT_RANGES
 from yolact.detection.detector import NMS_TYPES
 from yolact.modeling.backbones.names import ATTENTION_TYPES, BACKBONE_NAMES
 from yolact.training.schedules import LR_SCHEDULES
@@ -115,6 +117,50 @@ def test_resolve_config_custom_dataset_and_typo(tmp_path):
     shapes_with_labels = resolve_config("shapes", label_map=label_map)
     assert shapes_with_labels.NUM_CLASSES == 2 and shapes_with_labels.BACKBONE == "resnet_tiny"
     with pytest.raises(ValueError, match="did you mean 'shapes'"):
-        resolve_config("shaeps", str(tmp_path))
+        resolve_config("shaeps", str(tmp_path / "elsewhere"))  # no label map: a typo
     with pytest.raises(FileNotFoundError, match="needs a label map; none at"):
         resolve_config("pets", str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("name", ["my_shapes", "shapes_v2", "pascal_voc", "tinyx",
+                                  "yolact_base2", "shaeps"])
+def test_a_name_near_a_preset_with_a_label_map_is_a_custom_dataset(tmp_path, capsys, name):
+    with pytest.raises(ValueError, match=rf"-name '{name}' is not a preset; did you mean "):
+        resolve_config(name, str(tmp_path))  # nothing custom given: taken for a typo
+    label_map = write_label_map(tmp_path / "label_map.json", ["cat", "dog"])
+    for cfg in (resolve_config(name, str(tmp_path)),
+                resolve_config(name, None, label_map=label_map)):
+        assert (cfg.NAME, cfg.CLASS_NAMES, cfg.BACKBONE) == (name, ("cat", "dog"), "resnet101")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(
+        f"note: -name '{name}' is not a preset (close to '"), lines
+    assert lines[0].endswith(f"a custom dataset with the classes of {label_map} on the "
+                             f"yolact_base network")
+
+
+FLOAT_SETTINGS = sorted(f.name for f in dataclasses.fields(YolactConfig) if f.type == "float")
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_every_float_setting_must_be_finite_and_in_range(name):
+    assert name in FLOAT_RANGES
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match=rf"Invalid config 'yolact_base': {name} must be "
+                                             rf"a finite number, got {bad!r}$"):
+            get_config("yolact_base", **{name: bad})
+    low, high, low_in, high_in = FLOAT_RANGES[name]
+    outside = [v for v, ok in ((low, low_in), (high, high_in), (low - 0.5, False),
+                               (high + 0.5, False)) if abs(v) != float("inf") and not ok]
+    for bad in outside:
+        with pytest.raises(ValueError, match=rf"Invalid config 'yolact_base': .*\b{name}\b"):
+            get_config("yolact_base", **{name: bad})
+
+
+def test_non_finite_numbers_in_tuples_and_overrides_are_refused():
+    with pytest.raises(ValueError, match=r"MEAN must be a finite number, got \(nan, "):
+        get_config("shapes", MEAN=(float("nan"), 0.0, 0.0))
+    with pytest.raises(ValueError, match=r"ASPECT_RATIOS must be a finite number"):
+        get_config("shapes", ASPECT_RATIOS=(1.0, float("inf")))
+    with pytest.raises(ValueError, match=r"LR must be a finite number, got nan"):
+        resolve_config("shapes", overrides=["LR=NaN"])  # what -override LR=NaN gives
+    assert sorted(FLOAT_RANGES) == FLOAT_SETTINGS  # a new float setting needs its range

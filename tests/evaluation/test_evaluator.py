@@ -294,6 +294,36 @@ def test_explicit_annotations_win_over_the_summary(records, tmp_path):
     assert metrics["bbox"]["AP"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("without_creator_json", [False, True])
+def test_annotations_of_other_images_are_refused(records, tmp_path, without_creator_json):
+    # Another dataset with the same image ids and classes: its images have other sizes
+    # and names, so its boxes are not those of the recorded images.
+    data = source_json()
+    for image in data["images"]:
+        image["width"] += 100
+        image["file_name"] = f"other_{image['id']}.jpg"
+    gt = write_json(tmp_path / "other.json", data)
+    if without_creator_json:  # then the records' own sizes and names are compared
+        records = {"dir": str(copy_records(records, tmp_path / "tfrecords",
+                                           skip=["val_annotations.json"]))}
+    with pytest.raises(ValueError, match=r"ground truth '.*other\.json' describes other images "
+                                         r"than the records .*: 3 of 3 shared image ids differ"
+                                         r".*first: id 10: 40x150 'other_10\.jpg' in the "
+                                         r"annotations, 40x50 '10\.png' in the records"):
+        evaluator.prepare_evaluation(cfg_for(), records["dir"], annotations=gt)
+
+
+def test_annotations_with_the_same_images_in_another_folder_are_accepted(records, tmp_path):
+    data = source_json()
+    for image in data["images"]:
+        image["file_name"] = f"val2017/{image['file_name']}"  # compared without the folder
+        if image["id"] == 12:
+            del image["height"], image["width"]  # not every json has the sizes
+    gt = write_json(tmp_path / "same.json", data)
+    setup = evaluator.prepare_evaluation(cfg_for(), records["dir"], annotations=gt)
+    assert setup.ground_truth_kind == "explicit"
+
+
 def test_unusable_source_annotations_fall_back_with_a_warning(records, tmp_path):
     gone = with_source_summary(tmp_path / "a", records, str(tmp_path / "nowhere.json"))
     with pytest.warns(UserWarning, match="nowhere.json.*not found"):

@@ -125,8 +125,8 @@ def test_int8_weights_cannot_saturate_cpus_without_vnni(exported, fmt, weights):
     assert 255 * 2 * largest <= INT16_MAX
 
 
-def test_8bit_weights_would_saturate_and_the_exporters_default_to_7bit(trained, tfrecords,
-                                                                       tmp_path):
+def test_8bit_weights_would_saturate_and_the_exporters_default_to_7bit(exported, trained,
+                                                                       tfrecords, tmp_path):
     """The measure of the test above fails on full-range weights (what the defaults of
     onnxruntime and NNCF write), so it can fail."""
     from yolact.serving.onnx import export_onnx_int8
@@ -134,7 +134,7 @@ def test_8bit_weights_would_saturate_and_the_exporters_default_to_7bit(trained, 
 
     cfg, model = trained
     images = calibration_images(cfg, tfrecords, 8)
-    onnx_path = export(model, cfg, str(tmp_path / "e"), 1, ("onnx",))["files"]["onnx"]
+    onnx_path = exported["files"]["onnx"]
     export_onnx_int8(model, cfg, str(tmp_path / "full.onnx"), images, onnx_path,
                      reduce_range=False)
     export_openvino(model, cfg, str(tmp_path / "full.xml"), onnx_path, images,
@@ -182,7 +182,8 @@ def test_calibration_holds_out_the_check_images():
     assert len(calibrate) == 3 and check[:, 0, 0, 0].tolist() == [2]
 
 
-def test_a_badly_calibrated_int8_file_is_refused_with_what_to_do(trained, tfrecords, tmp_path):
+def test_a_badly_calibrated_int8_file_is_refused_with_what_to_do(exported, trained, tfrecords,
+                                                                 tmp_path):
     """Calibrated on dark images (a tenth of the brightness), the activation ranges clip
     the real images held out for the check: refused, nothing written, the message says what
     to do."""
@@ -200,7 +201,8 @@ def test_a_badly_calibrated_int8_file_is_refused_with_what_to_do(trained, tfreco
                                          r"the data the model was trained on "
                                          r"\(-calibration_images, -tfrecord_dir\), or "
                                          r"export a float format"):
-        export_onnx_int8(model, cfg, str(tmp_path / "bad.onnx"), calibration)
+        export_onnx_int8(model, cfg, str(tmp_path / "bad.onnx"), calibration,
+                         exported["files"]["onnx"])
     assert not (tmp_path / "bad.onnx").exists()
 
 

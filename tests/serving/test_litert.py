@@ -126,3 +126,13 @@ def test_inference_cli_runs_a_tflite_file(exported, trained, tmp_path):
     theirs = Predictor(model, cfg, jit_compile=False).predict([rgb])[0]
     np.testing.assert_allclose(sorted(a["score"] for a in results["annotations"]),
                                sorted(theirs.scores), atol=1e-4)
+
+
+def test_open_model_checks_the_output_widths_against_the_config(exported, trained):
+    from yolact.serving.saved_model import open_model
+
+    cfg, _ = trained
+    network, _ = open_model(exported["files"]["litert"], cfg=cfg)
+    widths = {name: shape[-1] for name, shape in network.output_shapes.items()}
+    assert widths == {"loc": 4, "conf": cfg.NUM_CLASSES + 1, "coef": cfg.NUM_MASK,
+                      "proto": cfg.NUM_MASK}

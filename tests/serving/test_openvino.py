@@ -66,3 +66,13 @@ def test_bad_ir_and_bad_precision_are_clear_errors(exported, tmp_path):
         open_network(str(bad))
     with pytest.raises(ValueError, match="precision must be one of"):
         OpenVINONetwork(exported["files"]["openvino"], precision="int4")
+
+
+def test_open_model_checks_the_output_widths_against_the_config(exported, trained):
+    from yolact.serving.saved_model import open_model
+
+    cfg, _ = trained
+    network, _ = open_model(exported["files"]["openvino"], cfg=cfg, precision="fp32")
+    widths = {name: shape[-1] for name, shape in network.output_shapes.items()}
+    assert widths == {"loc": 4, "conf": cfg.NUM_CLASSES + 1, "coef": cfg.NUM_MASK,
+                      "proto": cfg.NUM_MASK}

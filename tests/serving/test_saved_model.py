@@ -187,7 +187,10 @@ def exported(tmp_path_factory):
 def check_against_reference(served, prefix, reference, decoded, max_det):
     h_max = max(im.shape[0] for im in decoded)
     w_max = max(im.shape[1] for im in decoded)
-    assert served[f"{prefix}_masks"].shape == (len(decoded), max_det, h_max, w_max)
+    # full-size masks for the detection slots in use only (the batch's most detections)
+    used = int(np.max(served[f"{prefix}_num_detections"]))
+    assert 0 < used <= max_det
+    assert served[f"{prefix}_masks"].shape == (len(decoded), used, h_max, w_max)
     assert served[f"{prefix}_masks"].dtype == np.uint8
     for i, (ref, image) in enumerate(zip(reference, decoded)):
         h, w = image.shape[:2]

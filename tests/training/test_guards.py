@@ -47,11 +47,12 @@ def test_custom_dataset_name_takes_the_label_map(tmp_path):
 
 
 def test_preset_typo_is_refused_with_the_presets(tmp_path):
-    write_label_map(tmp_path)
     with pytest.raises(ValueError, match=r"-name 'shaeps' is not a preset; did you mean "
                                          r"'shapes'\? Presets: yolact_base, coco.*custom "
                                          r"dataset takes any other name"):
-        resolve_config("shaeps", str(tmp_path))
+        resolve_config("shaeps", str(tmp_path))  # no label map: nothing custom given
+    write_label_map(tmp_path)
+    assert resolve_config("shaeps", str(tmp_path)).NAME == "shaeps"  # a custom dataset
     with pytest.raises(FileNotFoundError, match=r"-name 'mine' is not a preset .* needs a "
                                                 r"label map; none at .*label_map.json"):
         resolve_config("mine", str(tmp_path / "empty"))
@@ -211,9 +212,8 @@ def run_cli(*args):
 
 
 def test_cli_user_errors_are_one_line_without_tensorflow_noise(tmp_path):
-    write_label_map(tmp_path)
     proc = run_cli("train.py", "-name", "shaeps", "-tfrecord_dir", str(tmp_path),
-                   "-weights", str(tmp_path / "run"))
+                   "-weights", str(tmp_path / "run"))  # no label map there: a typo
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: -name 'shaeps' is not a preset; did you mean 'shapes'?")
@@ -222,6 +222,7 @@ def test_cli_user_errors_are_one_line_without_tensorflow_noise(tmp_path):
                   "absl::InitializeLog"):
         assert noise not in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
+    write_label_map(tmp_path)
     proc = run_cli("train.py", "-name", "my_dataset", "-tfrecord_dir", str(tmp_path),
                    "-weights", str(tmp_path / "run"), "-lr", "-1")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (

@@ -42,6 +42,17 @@ def test_legacy_weights_reproduce_their_outputs(reference, path):
         np.testing.assert_allclose(value, reference[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
+def test_a_run_folder_copied_without_its_state_file_loads(tmp_path, reference):
+    """Copying only the ckpt-* files is common: the folder still names its checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY, run)
+    os.remove(run / "checkpoint")
+    model = factory.build_model(from_json(str(run / "config.json")))
+    assert load_weights(model, str(run)) == str(run / "ckpt-2")
+    ours = outputs_of(model, reference["input"])
+    np.testing.assert_allclose(ours["proto"], reference["proto"], rtol=1e-5, atol=1e-5)
+
+
 def test_legacy_run_folder_resumes(tmp_path, reference):
     run = tmp_path / "run"
     shutil.copytree(LEGACY, run)

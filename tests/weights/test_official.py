@@ -152,11 +152,62 @@ def test_cli_bad_flags_print_the_usage(tmp_path, capsys):
         capsys.readouterr().err)
 
 
-def test_cli_override_reaches_the_config(tmp_path):
+def test_cli_override_reaches_the_config(tmp_path, capsys):
     out = str(tmp_path / "x.weights.h5")
-    with pytest.raises(CheckpointMismatchError, match="semantic_seg_conv"):
-        main(["convert", "-config", "tiny", "-override", "NUM_CLASSES=5",
-              "-override", 'CLASS_NAMES=["a","b","c","d","e"]', "-input", WEIGHTS, "-output", out])
+    assert main(["convert", "-config", "tiny", "-override", "NUM_CLASSES=5",
+                 "-override", 'CLASS_NAMES=["a","b","c","d","e"]', "-input", WEIGHTS,
+                 "-output", out]) == 2
+    assert "mis-shaped keys, first: shape mismatch" in capsys.readouterr().err
+
+
+def write_evil_pth(path):
+    """A zip .pth whose pickle would run os.system('echo pwned') on a plain pickle.load."""
+    import pickle
+    import zipfile
+
+    payload = pickle.GLOBAL + b"os\nsystem\n" + pickle.SHORT_BINUNICODE + b"\x0aecho pwned" \
+        + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02" + payload)
+
+
+def bad_converter_input(kind, tmp):
+    """(argv after -name tiny, the text the error line must name) for one bad input."""
+    out = str(tmp / "o.weights.h5")
+    pth = str(tmp / f"{kind}.pth")
+    if kind == "random":
+        open(pth, "wb").write(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        open(pth, "wb").write(open(WEIGHTS, "rb").read(20000))
+    elif kind == "empty":
+        open(pth, "wb").close()
+    elif kind == "malicious":
+        write_evil_pth(pth)
+    else:
+        pth = WEIGHTS
+    args = ["-input", pth, "-output", out]
+    if kind == "architecture":  # a deeper backbone than the file's
+        return ["-override", "BACKBONE_BLOCKS=[2,2,2,2]", *args], pth
+    if kind == "verify":
+        npz = str(tmp / "garbage.npz")
+        open(npz, "w").write("garbage")
+        return [*args, "-verify", npz], npz
+    if kind == "suffix":
+        return ["-input", pth, "-output", str(tmp / "o.h5")], "-output"
+    return args, pth
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty", "malicious", "architecture",
+                                  "verify", "suffix"])
+def test_cli_user_errors_end_with_one_line(kind, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("YOLACT_DEBUG", raising=False)
+    args, named = bad_converter_input(kind, tmp_path)
+    assert main(["convert", "-name", "tiny", *args]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o.weights.h5")
 
 
 def test_partial_load_skips_exactly_the_class_layers(tmp_path, tiny, state, caplog):

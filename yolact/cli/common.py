@@ -21,8 +21,10 @@ def load_model(cfg, weights, prefer_best=True):
     import numpy as np
 
     from yolact.modeling import factory
-    from yolact.weights.checkpoints import load_weights
+    from yolact.weights.checkpoints import load_weights, named_weights, resolve_weights
 
+    if weights:  # nothing at -weights: one line now, before the model is built
+        resolve_weights(named_weights(weights), prefer_best)
     model = factory.build_model(cfg)
     model(np.zeros((1, *cfg.IMG_HW, 3), np.float32), training=False)
     resolved = load_weights(model, weights, prefer_best=prefer_best)

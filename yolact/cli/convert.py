@@ -46,9 +46,40 @@ USAGE = ("usage: python -m yolact.cli.convert -name <preset|config.json> -input 
          "-output Y.weights.h5 [-override KEY=VALUE ...] [-verify REF.npz]")
 
 
+def run(fv) -> int:
+    """-name/-input/-output/-verify -> `convert`; 0 when written, 1 when verify failed.
+
+    The flags are checked before the model is built: an -output that is not a
+    .weights.h5, an -input or -verify that is not a file, a -verify that is not an npz.
+    """
+    check_paths(fv.input, fv.output, fv.verify)
+    cfg = resolve_config(fv.name, None, fv.label_map, fv.override)
+    ok = convert(cfg, fv.input, fv.output, verify_path=fv.verify)
+    return 0 if ok else 1
+
+
+def check_paths(input_path: str, output_path: str, verify_path: str | None) -> None:
+    """ValueError naming the flag when a path cannot work (before anything is built)."""
+    import os
+    import zipfile
+
+    if not output_path.endswith(".weights.h5"):
+        raise ValueError(f"-output {output_path!r}: Keras weights files must end in "
+                         f".weights.h5")
+    for flag, path in (("-input", input_path), ("-verify", verify_path)):
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"{flag} {path!r}: no such file")
+    if verify_path is not None and not zipfile.is_zipfile(verify_path):
+        raise ValueError(f"-verify {verify_path!r} is not an .npz archive (the io.npz "
+                         f"format of tests/fixtures)")
+
+
 def main(argv=None) -> int:
-    """The converter's command line; returns the exit status (2: bad flags, 1: verify failed)."""
+    """The converter's command line; returns the exit status (2: bad flags or a user error,
+    printed as one `error: ...` line by `run_cli` as in every CLI; 1: verify failed)."""
     from absl import flags
+
+    from yolact.utils.console import run_cli
 
     fv = flags.FlagValues()
     define_flags(fv)
@@ -57,9 +88,10 @@ def main(argv=None) -> int:
     except flags.Error as err:
         print(f"{err}\n{USAGE}", file=sys.stderr)
         return 2
-    cfg = resolve_config(fv.name, None, fv.label_map, fv.override)
-    ok = convert(cfg, fv.input, fv.output, verify_path=fv.verify)
-    return 0 if ok else 1
+    try:
+        return run_cli(__name__, "run", fv)
+    except SystemExit as stop:  # run_cli ends a user error with status 2
+        return stop.code
 
 
 if __name__ == "__main__":

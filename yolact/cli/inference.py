@@ -30,6 +30,11 @@ def define_flags(fv=FLAGS) -> None:
     flags.DEFINE_boolean("save_txt", False, "Write labels/<image>.txt per image in the YOLO "
                          "segmentation format (class + normalized polygon per instance).",
                          flag_values=fv)
+    flags.DEFINE_integer("max_pixels", None, "Refuse images (and video frames) of more "
+                         "pixels, height x width, checked from the file's header before "
+                         "decoding (a folder run skips them). Default: the config's "
+                         "MAX_IMAGE_PIXELS, 50 megapixels (PIL's decompression-bomb limit "
+                         "is ~89 MP).", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", 4, "Images (or video frames) per forward pass.",
                          flag_values=fv)
     flags.DEFINE_boolean("jit_compile", True, "XLA-compile network + detection (TF backend).",
@@ -52,12 +57,17 @@ def define_flags(fv=FLAGS) -> None:
 
 def run(flags_) -> dict:
     """inference.py: flags -> Predictor -> `run_inference` over the input."""
+    from yolact.configs.base import YolactConfig
     from yolact.detection.predictor import Predictor
     from yolact.detection.runner import OutputOptions, format_summary, run_inference
     from yolact.utils.media import input_kind, read_image
 
-    if input_kind(flags_.input) == "image":
-        read_image(flags_.input)  # fail on an unreadable file before loading the model
+    check_fraction("score_threshold", flags_.score_threshold)
+    # Fail on an unreadable or too large image before loading the model (a limit set by
+    # -override MAX_IMAGE_PIXELS=... is checked once the config is resolved).
+    limit_overridden = any("MAX_IMAGE_PIXELS" in str(o) for o in flags_.override or ())
+    if input_kind(flags_.input) == "image" and (flags_.max_pixels or not limit_overridden):
+        read_image(flags_.input, flags_.max_pixels or YolactConfig.MAX_IMAGE_PIXELS)
     if not flags_.weights and not flags_.model:
         raise ValueError("inference.py needs -weights (or -model with an exported network "
                          "file: model.onnx, model.tflite)")
@@ -90,10 +100,11 @@ def run(flags_) -> dict:
         if warning:
             print(f"warning: {warning}")
         predictor = Predictor(None, cfg, jit_compile=flags_.jit_compile, network=network,
-                              maskiou_net=maskiou)
+                              maskiou_net=maskiou, max_pixels=flags_.max_pixels)
     else:
         model = load_model(cfg, weights, prefer_best=flags_.best)
-        predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile)
+        predictor = Predictor(model, cfg, jit_compile=flags_.jit_compile,
+                              max_pixels=flags_.max_pixels)
     options = OutputOptions(
         score_threshold=flags_.score_threshold, top_k=flags_.top_k,
         show_boxes=flags_.show_boxes, show_masks=flags_.show_masks,
@@ -103,6 +114,13 @@ def run(flags_) -> dict:
                             batch_size=flags_.batch_size)
     print(format_summary(summary))
     return summary
+
+
+def check_fraction(flag: str, value: float) -> None:
+    """ValueError naming -`flag` unless `value` is a finite number in [0, 1] (a score
+    threshold of 1.5 or nan would keep nothing without a word)."""
+    if not 0.0 <= value <= 1.0:  # False for nan
+        raise ValueError(f"-{flag} must be a number in [0, 1], got {value!r}")
 
 
 def _check_exported_name(cfg, name: str, model_path: str) -> None:

@@ -133,6 +133,9 @@ def run(flags_) -> dict:
     train_pattern = os.path.join(flags_.tfrecord_dir, "train-*.tfrecord")
     if not tf.io.gfile.glob(train_pattern):
         raise FileNotFoundError(f"-tfrecord_dir: no training shards match {train_pattern!r}")
+    from data.pipeline import check_batch_size
+
+    check_batch_size(flags_.tfrecord_dir, options.batch_size)  # before any allocation
     evaluate_fn = None
     if flags_.validate:
         val_pattern = os.path.join(flags_.tfrecord_dir, "val-*.tfrecord")

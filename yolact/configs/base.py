@@ -153,6 +153,11 @@ class YolactConfig:
     NMS_THRESHOLD: float = 0.5
     MAX_NUM_DETECTION: int = 100
     NMS_TYPE: str = "fast"
+    # Images of more pixels (height x width) are refused by the Predictor, inference.py
+    # (its -max_pixels flag) and the exported SavedModel's signatures, before decoding:
+    # a small PNG can hold 10000 x 10000 pixels, and the full-size masks take 1 byte a
+    # pixel per detection. 50 megapixels; PIL's own decompression-bomb limit is ~89 MP.
+    MAX_IMAGE_PIXELS: int = 50_000_000
 
     # Training (official schedule for batch 8; train.py scales it with the batch).
     BATCH_SIZE: int = 8
@@ -350,12 +355,65 @@ def _check_type(key: str, default, value):
     return value
 
 
+_INF = float("inf")
+# Every float setting: (lowest, highest, lowest allowed, highest allowed); all of them
+# must also be finite (`-override LR=NaN` is JSON's NaN). A test checks that every float
+# field of YolactConfig is here.
+FLOAT_RANGES = {
+    "THRESHOLD_POS": (0, 1, True, True), "THRESHOLD_NEG": (0, 1, True, True),
+    "CROWD_IOF_THRESHOLD": (0, 1, True, True),
+    "DISCARD_BOX_SIZE": (0, _INF, True, False),  # pixels at IMG_SIZE
+    "AUG_MAX_EXPAND_RATIO": (1, _INF, True, False),
+    "MASKIOU_ALPHA": (0, _INF, True, False),
+    "DISCARD_MASK_AREA": (-_INF, _INF, False, False),  # < 0: keep every mask
+    "CONTEXTUAL_LOSS_WEIGHT": (0, _INF, True, False),
+    "CONTEXTUAL_BANDWIDTH": (0, _INF, False, False),
+    "LOSS_WEIGHT_CLS": (0, _INF, True, False), "LOSS_WEIGHT_BOX": (0, _INF, True, False),
+    "LOSS_WEIGHT_MASK": (0, _INF, True, False), "LOSS_WEIGHT_SEG": (0, _INF, True, False),
+    "CONF_THRESHOLD": (0, 1, True, True), "NMS_THRESHOLD": (0, 1, True, True),
+    "LR": (0, _INF, False, False), "MOMENTUM": (0, 1, True, False),
+    "WEIGHT_DECAY": (0, _INF, True, False), "WARMUP_INIT_LR": (0, _INF, True, False),
+    "LR_GAMMA": (0, _INF, False, False), "LR_FINAL_RATIO": (0, 1, True, True),
+}
+
+
+def _range_text(low, high, low_in, high_in) -> str:
+    """(0, inf, True, False) -> '>= 0'; (0, 1, True, False) -> 'in [0, 1)'."""
+    if high == _INF:
+        return "a finite number" if low == -_INF else f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _validate_numbers(cfg: YolactConfig, fail, ranges: bool) -> None:
+    """Every number of every setting finite (tuples too: MEAN, ASPECT_RATIOS, ...); with
+    `ranges`, each float setting within its FLOAT_RANGES."""
+    import math
+
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        items = value if isinstance(value, tuple) else (value,)
+        numbers = [x for item in items
+                   for x in (item if isinstance(item, tuple) else (item,))
+                   if isinstance(x, float)]
+        if not all(math.isfinite(x) for x in numbers):
+            fail(f"{field.name} must be a finite number, got {value!r}")
+        if not ranges or field.name not in FLOAT_RANGES:
+            continue
+        low, high, low_in, high_in = FLOAT_RANGES[field.name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                (low <= value if low_in else low < value)
+                and (value <= high if high_in else value < high)):
+            fail(f"{field.name} must be {_range_text(low, high, low_in, high_in)}, got "
+                 f"{value!r}")
+
+
 def validate(cfg: YolactConfig) -> None:
     """Raise ValueError naming the setting and the value received."""
 
     def fail(msg):
         raise ValueError(f"Invalid config {cfg.NAME!r}: {msg}")
 
+    _validate_numbers(cfg, fail, ranges=False)  # NaN / inf first, named as such
     if cfg.NUM_CLASSES < 1:
         fail(f"NUM_CLASSES must be >= 1, got {cfg.NUM_CLASSES}")
     if len(cfg.CLASS_NAMES) != cfg.NUM_CLASSES:
@@ -396,7 +454,7 @@ def validate(cfg: YolactConfig) -> None:
         fail(f"ASPECT_RATIOS must be positive, got {cfg.ASPECT_RATIOS}")
     for name in ("NUM_MAX_PAD", "FPN_CHANNELS", "PROTONET_CHANNELS", "HEAD_CHANNELS",
                  "NUM_MASK", "NEG_POS_RATIO", "MASKS_TO_TRAIN", "TOP_K",
-                 "MAX_NUM_DETECTION", "BATCH_SIZE", "MAX_ITER"):
+                 "MAX_NUM_DETECTION", "MAX_IMAGE_PIXELS", "BATCH_SIZE", "MAX_ITER"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             fail(f"{name} must be a positive integer, got {value!r}")
@@ -423,6 +481,7 @@ def validate(cfg: YolactConfig) -> None:
     if cfg.LR <= 0 or cfg.WEIGHT_DECAY < 0 or not 0 <= cfg.MOMENTUM < 1:
         fail(f"need LR > 0, WEIGHT_DECAY >= 0, 0 <= MOMENTUM < 1; got "
              f"{cfg.LR}, {cfg.WEIGHT_DECAY}, {cfg.MOMENTUM}")
+    _validate_numbers(cfg, fail, ranges=True)
 
 
 def maskiou_output_size(proto_size: int, channels) -> int:

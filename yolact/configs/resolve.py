@@ -74,8 +74,10 @@ def resolve_config(name: str, tfrecord_dir: str | None = None, label_map: str | 
     (default <tfrecord_dir>/label_map.json), on the yolact_base network. `overrides` (a
     dict, or ``KEY=VALUE`` strings as the CLIs' -override) apply to all of them.
 
-    A name close to a preset's (``shaeps``) is taken for a typo and refused: it would
-    otherwise train a custom R101 model without a word.
+    A name close to a preset's (``shaeps``) with no label map given (no `label_map`, none
+    in `tfrecord_dir`) is taken for a typo and refused: it would otherwise fail later on
+    the missing label map, or train a custom R101 model without a word. With a label map
+    it is a custom dataset (``my_shapes``, ``shapes_v2``), and one line on stderr says so.
     """
     import difflib
 
@@ -93,14 +95,21 @@ def resolve_config(name: str, tfrecord_dir: str | None = None, label_map: str | 
     if name in PRESETS and label_map is None:
         return get_config(name, **overrides)
     presets = ", ".join(PRESETS)
+    given = label_map
+    label_map = label_map or os.path.join(tfrecord_dir or ".", "label_map.json")
     if name not in PRESETS:
         close = difflib.get_close_matches(name.lower(), PRESETS, n=1, cutoff=0.75)
-        if close:
+        if close and not (given or os.path.exists(label_map)):
             raise ValueError(
                 f"-name {name!r} is not a preset; did you mean {close[0]!r}? Presets: "
                 f"{presets}. A custom dataset takes any other name (e.g. -name my_dataset) "
                 f"and its classes from -label_map or <tfrecord_dir>/label_map.json")
-    label_map = label_map or os.path.join(tfrecord_dir or ".", "label_map.json")
+        if close:
+            import sys
+
+            print(f"note: -name {name!r} is not a preset (close to {close[0]!r}): a custom "
+                  f"dataset with the classes of {label_map} on the yolact_base network",
+                  file=sys.stderr)
     if not os.path.exists(label_map):
         raise FileNotFoundError(
             f"-name {name!r} is not a preset ({presets}) so it is a custom dataset and needs "

@@ -44,6 +44,29 @@ def check_input_size(network, img_size, where: str) -> None:
                          f"IMG_SIZE={override})")
 
 
+def check_output_widths(network, expected: dict, where: str) -> None:
+    """ValueError unless a network file's outputs are as wide as the config it runs under
+    says: `expected` {output name: (priors, width)} (priors: the config's prior count for
+    loc / conf / coef, None for proto, whose width is its channel count). A model.onnx of
+    5 classes beside a 3-class config.json would otherwise fail inside detection. Dynamic
+    dims and networks without `output_shapes` are not checked."""
+    shapes = getattr(network, "output_shapes", None) or {}
+    wrong = []
+    for name, (priors, width) in expected.items():
+        shape = shapes.get(name)
+        if not shape:
+            continue
+        if shape[-1] is not None and shape[-1] != width:
+            wrong.append(f"{name} has {shape[-1]} channels, the config needs {width}")
+        if priors is not None and len(shape) == 3 and shape[1] not in (None, priors):
+            wrong.append(f"{name} has {shape[1]} priors, the config needs {priors}")
+    if wrong:
+        raise ValueError(f"{where}: the network does not fit the config it runs under "
+                         f"({'; '.join(wrong)}; conf = NUM_CLASSES + 1 with the background, "
+                         f"coef and proto = NUM_MASK): the file and the config come from "
+                         f"different exports; export again, or use its own config.json")
+
+
 def _dims(shape) -> tuple:
     """Static dims as ints, dynamic ones as None."""
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
@@ -68,10 +91,19 @@ class OnnxNetwork:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own classes: InvalidProtobuf, Fail, ...
+            if not type(err).__module__.startswith("onnxruntime"):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(f"{path}: onnxruntime cannot load it, not an ONNX network "
+                             f"({type(err).__name__}: {first})") from None
         names = [o.name for o in self.session.get_outputs()]
         check_output_names(names, path)
         self.names = names
+        self.output_shapes = {o.name: _dims(o.shape) for o in self.session.get_outputs()}
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = _dims(self.session.get_inputs()[0].shape)
 
@@ -107,6 +139,8 @@ class LiteRTNetwork:
                              f"written by export_savedmodel.py -formats litert")
         self.runner = self.interpreter.get_signature_runner()
         check_output_names(sorted(self.runner.get_output_details()), where)
+        self.output_shapes = {name: _dims([int(d) for d in detail["shape"]])
+                              for name, detail in self.runner.get_output_details().items()}
         (self.input_name, detail), = self.runner.get_input_details().items()
         self.input_shape = tuple(int(d) for d in detail["shape"])
 
@@ -151,6 +185,9 @@ class OpenVINONetwork:
             raise ValueError(f"{path}: not an OpenVINO IR model ({str(err).splitlines()[0]})"
                              ) from None
         check_output_names([o.get_any_name() for o in network.outputs], path)
+        self.output_shapes = {o.get_any_name(): tuple(d.get_length() if d.is_static else None
+                                                      for d in o.get_partial_shape())
+                              for o in network.outputs}
         self.input_shape = _dims([d.get_length() if d.is_static else None
                                   for d in network.inputs[0].get_partial_shape()])
         self.compiled = core.compile_model(network, "CPU", config)

@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 
 from yolact.detection.detector import DetectionParams, detect
+from yolact.detection.inputs import as_rgb_images
 from yolact.detection.instances import Instances
 from yolact.detection.postprocess import assemble_masks, paste_masks, pixel_boxes
 from yolact.modeling import factory
@@ -55,6 +56,9 @@ class Predictor:
 
     `network`: an alternative to the Keras model's forward pass with the same
     inputs and outputs, e.g. OnnxNetwork (then `model` may be None).
+    `max_pixels`: the most pixels (height x width) an image may have, by default the
+    config's MAX_IMAGE_PIXELS; `predict` raises ImageTooLargeError (a ValueError and an
+    IOError naming the image, its size and the limit) for a larger one, before any work.
     `maskiou_net`: YOLACT++'s mask re-scoring net (yolact.modeling.maskiou), by default
     the model's; a config with USE_MASKIOU needs one (an exported network file carries
     it beside, `yolact.weights.maskiou`). It runs compiled on the detections padded to
@@ -62,9 +66,12 @@ class Predictor:
     """
 
     def __init__(self, model, cfg, jit_compile: bool = True, network=None,
-                 maskiou_net=None, **detection_overrides):
+                 maskiou_net=None, max_pixels: int | None = None, **detection_overrides):
         self.model = model
         self.cfg = cfg
+        # images of more pixels are refused (`yolact.utils.media.check_pixels`): their
+        # full-size masks alone take 1 byte a pixel per detection
+        self.max_pixels = cfg.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
         self.img_size, self.mean, self.std = cfg.IMG_HW, tuple(cfg.MEAN), tuple(cfg.STD)
         self.resize = cfg.RESIZE
         self.class_names = tuple(cfg.CLASS_NAMES)
@@ -138,9 +145,22 @@ class Predictor:
         return [self.postprocess_one(det, i, int(h), int(w)) for i, (h, w) in enumerate(sizes)]
 
     def predict(self, images) -> list:
-        """List of uint8 RGB images [H, W, 3] (any sizes) -> list of Instances."""
-        if not len(images):
+        """List of uint8 RGB images [H, W, 3] (any sizes) -> list of Instances, one per image.
+
+        Also accepted (`yolact.detection.inputs`): one image on its own (-> a list of one,
+        as Ultralytics does), a uint8 [B, H, W, 3] batch, gray [H, W] and RGBA images
+        (made RGB), and paths (str / pathlib.Path: read with OpenCV, EXIF orientation
+        applied). Float and other non-uint8 arrays, other shapes and empty images raise
+        one ValueError saying what was received. An empty list gives [].
+        """
+        images = as_rgb_images(images)
+        if not images:
             return []
+        from yolact.utils.media import check_pixels
+
+        for index, image in enumerate(images):
+            check_pixels(*image.shape[:2], self.max_pixels,
+                         f"Predictor.predict: image {index}")
         if len({im.shape for im in images}) > 1:  # mixed sizes: each on its own
             inputs = np.concatenate([np.asarray(self.preprocess(im[None])) for im in images])
         else:

@@ -33,6 +33,7 @@ from yolact.utils.media import (
     _is_webcam,
     _open_capture,
     _read_frames,
+    check_pixels,
     input_kind,
     list_images,
     read_image,
@@ -62,8 +63,11 @@ def predict_batch(predictor, images, options: OutputOptions, pad_to: int = 0) ->
     Each image is resized on its own (as Predictor.predict does for mixed
     sizes); the batch is padded with zero images up to `pad_to` so that the
     compiled forward sees one batch shape. Masks are assembled only for the
-    detections kept.
+    detections kept. An image of more than the predictor's max_pixels raises
+    ImageTooLargeError before any work.
     """
+    for index, image in enumerate(images):
+        check_pixels(*image.shape[:2], _max_pixels(predictor), f"image {index} of the batch")
     inputs = [np.asarray(predictor.preprocess(im[None])) for im in images]
     if len(inputs) < pad_to:
         inputs += [np.zeros_like(inputs[0])] * (pad_to - len(inputs))
@@ -78,6 +82,11 @@ def predict_batch(predictor, images, options: OutputOptions, pad_to: int = 0) ->
     if rescored:  # official prep_display: re-scored, sorted again, then top_k and threshold
         out = [_rescored_top(inst, options) for inst in out]
     return out
+
+
+def _max_pixels(predictor):
+    """The predictor's pixel limit (`Predictor.max_pixels`; None: none)."""
+    return getattr(predictor, "max_pixels", None)
 
 
 def _rescored_top(inst, options: OutputOptions):
@@ -191,7 +200,7 @@ def run_images(predictor, paths, writer: ResultWriter, batch_size: int = 4,
         batch, images = [], []
         for path in paths[start:start + batch_size]:
             try:
-                images.append(read_image(path))
+                images.append(read_image(path, _max_pixels(predictor)))
                 batch.append(path)
             except ImageReadError as err:
                 summary["skipped"].append((path, str(err)))
@@ -226,6 +235,13 @@ def run_video(predictor, source: str, writer: ResultWriter, batch_size: int = 4,
 
     capture = _open_capture(source)
     name = f"webcam{source}" if _is_webcam(source) else os.path.basename(source)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    try:  # the frame size from the container, before a frame is decoded
+        check_pixels(*size, _max_pixels(predictor), f"the frames of {name!r}")
+    except ImageReadError:
+        capture.release()
+        raise
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out_path = os.path.join(writer.output_dir, os.path.splitext(name)[0] + ".mp4")
@@ -288,7 +304,7 @@ def run_inference(predictor, source: str, output_dir: str, options: OutputOption
     if kind in ("video", "webcam"):
         summary = run_video(predictor, source, writer, batch_size, progress)
     elif kind == "image":
-        read_image(source)  # a clear error before any work
+        read_image(source, _max_pixels(predictor))  # a clear error before any work
         summary = run_images(predictor, [source], writer, batch_size, progress)
     else:
         paths, ignored = list_images(source)

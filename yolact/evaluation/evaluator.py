@@ -127,10 +127,78 @@ def prepare_evaluation(cfg, tfrecord_dir: str, split: str = "val",
                                     f"creator writes it; or pass -annotations)")
     gt_categories, gt_images = _gt_index(path)
     check_ground_truth_classes(classes, gt_categories, label_map_desc, path)
+    if kind == "explicit":
+        check_same_images(path, creator, pattern)
     return EvalSetup(split=split, pattern=pattern, ground_truth=os.path.abspath(path),
                      ground_truth_kind=kind, label_map=label_map,
                      categories={c["id"] - 1: c["source_id"] for c in classes},
                      gt_image_ids=frozenset(gt_images), note=note)
+
+
+def check_same_images(path: str, creator: str, pattern: str) -> None:
+    """ValueError when ground truth `path` describes other images than the records: an
+    image id both have, with another size or file name (another dataset with the same
+    ids and classes would be scored against boxes of other images).
+
+    The records' images are read from the creator's json `creator` when it exists, else
+    from the shards matching `pattern` (their height, width, filename and source_id).
+    """
+    if os.path.exists(creator):
+        ours, where = _image_table(read_json(creator, "ground truth")["images"]), creator
+    else:
+        ours, where = _record_images(pattern), pattern
+    theirs = _image_table(read_json(path, "ground truth").get("images") or [])
+    shared = sorted(ours.keys() & theirs.keys(), key=lambda i: (len(i), i))
+    differ = [i for i in shared if not _same_image(ours[i], theirs[i])]
+    if differ:
+        first = "; ".join(f"id {i}: {_describe_image(theirs[i])} in the annotations, "
+                          f"{_describe_image(ours[i])} in the records" for i in differ[:3])
+        raise ValueError(f"ground truth {path!r} describes other images than the records "
+                         f"({where!r}): {len(differ)} of {len(shared)} shared image ids "
+                         f"differ in size or file name (another dataset?); first: {first}")
+
+
+def _image_table(images: list) -> dict:
+    """{str(id): (height, width, file name without folder)} of COCO image entries."""
+    return {_id_key(im["id"]): (im.get("height"), im.get("width"),
+                            os.path.basename(str(im.get("file_name") or "")))
+            for im in images}
+
+
+def _record_images(pattern: str) -> dict:
+    """`_image_table` of the records matching `pattern` (no image is decoded)."""
+    import tensorflow as tf
+
+    from data import tf_example as keys
+
+    spec = {k: keys.FEATURE_SPEC[k] for k in (keys.IMAGE_HEIGHT, keys.IMAGE_WIDTH,
+                                               keys.IMAGE_FILENAME, keys.IMAGE_SOURCE_ID)}
+    dataset = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))).batch(256).map(
+        lambda x: tf.io.parse_example(x, spec))
+    out = {}
+    for batch in dataset.as_numpy_iterator():
+        for source_id, h, w, name in zip(batch[keys.IMAGE_SOURCE_ID], batch[keys.IMAGE_HEIGHT],
+                                         batch[keys.IMAGE_WIDTH], batch[keys.IMAGE_FILENAME]):
+            out[_id_key(source_id.decode())] = (int(h), int(w),
+                                                os.path.basename(name.decode()))
+    return out
+
+
+def _id_key(image_id) -> str:
+    """An image id as the records and a COCO json both spell it: 10, "10", "010" -> "10"."""
+    text = str(image_id)
+    return str(int(text)) if text.isdigit() else text
+
+
+def _same_image(a: tuple, b: tuple) -> bool:
+    """Same (height, width, file name), each compared where both sides have it."""
+    return all(x == y for x, y in zip(a, b) if x not in (None, "") and y not in (None, ""))
+
+
+def _describe_image(image: tuple) -> str:
+    """"40x50 '10.png'" (height x width, file name)."""
+    height, width, name = image
+    return f"{height}x{width} {name!r}"
 
 
 def _source_usable(source: str, classes: list, label_map_desc: str, creator: str):

@@ -138,12 +138,15 @@ def denormalize_image(image, mean, std):
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def decode_image(encoded):
-    """tf.string scalar -> uint8 [H, W, 3] RGB (TensorFlow).
+def decode_image(encoded, orient: bool = True):
+    """tf.string scalar -> uint8 [H, W, 3] RGB (TensorFlow), as displayed.
 
     JPEG (told by its magic bytes) with the accurate integer IDCT, which is libjpeg's
     default and what OpenCV and PIL decode with, so the pixels equal theirs; any other
     format tf.io.decode_image reads (PNG, BMP, GIF: first frame, WebP) as 3 channels.
+    orient: turned by the EXIF orientation tag of a JPEG, PNG or WebP
+    (`yolact.ops.exif`), as OpenCV's imread and PIL's exif_transpose do, so a phone photo
+    is the portrait it shows as (H, W are the displayed height and width).
     """
     import tensorflow as tf
 
@@ -151,4 +154,9 @@ def decode_image(encoded):
         tf.io.is_jpeg(encoded),
         lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
-    return tf.ensure_shape(image, [None, None, 3])
+    image = tf.ensure_shape(image, [None, None, 3])
+    if orient:
+        from yolact.ops.exif import apply_orientation, exif_orientation
+
+        image = apply_orientation(image, exif_orientation(encoded))
+    return image

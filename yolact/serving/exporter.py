@@ -21,7 +21,8 @@ format is asked for; `yolact.serving.calibration.calibration_images`).
 
 Everything is written to a hidden temp folder in export_dir (TF Serving ignores
 non-numeric folders) and renamed when complete, so a failed export (a LiteRT file that
-does not match Keras, a bad flag) leaves export_dir as it was. `inference.py -model`
+does not match Keras, a bad flag) leaves export_dir as it was; the temp folder of a
+killed export is removed by the next one (`remove_stale_tmp`). `inference.py -model`
 runs any of the network files with the config.json beside it.
 
 Every format is written at the config's IMG_HW (IMG_SIZE an int side or (height,
@@ -35,6 +36,7 @@ config that disagrees with its config.json on those (or any other MODEL_KEYS set
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -78,6 +80,36 @@ def _publish(tmp_dir: str, target: str, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_dir, target)
+
+
+_TMP_DIR = re.compile(r"^\.tmp-(\d+)-(\d+)(\.old)?$")  # .tmp-<version>-<pid>[.old]
+
+
+def remove_stale_tmp(export_dir: str, log=print) -> list:
+    """Remove the hidden temp folders of exports whose process is gone (killed); returns
+    their paths. A killed `_publish` may have moved version N aside as ``.old`` before
+    the new one took its place: with no version N folder, the old one is put back."""
+    from yolact.utils.locks import pid_running
+
+    removed = []
+    for name in sorted(os.listdir(export_dir)):
+        match = _TMP_DIR.match(name)
+        path = os.path.join(export_dir, name)
+        if not match or not os.path.isdir(path) or pid_running(int(match.group(2))):
+            continue
+        target = os.path.join(export_dir, match.group(1))
+        if match.group(3) and not os.path.exists(target):
+            os.replace(path, target)
+            log(f"Restored {target} from {name}, left by an interrupted export "
+                f"(pid {match.group(2)}, not running)")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log(f"Removed {len(removed)} temp folder(s) left by interrupted exports (their "
+            f"process is not running) in {export_dir}: "
+            f"{', '.join(os.path.basename(p) for p in removed)}")
+    return removed
 
 
 def _write(model, cfg, name: str, folder: str, verbose: bool, calibration):
@@ -166,6 +198,7 @@ def export(model, cfg, export_dir: str, version: int = 1, formats=("saved_model"
     if int(version) < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
     os.makedirs(export_dir, exist_ok=True)
+    remove_stale_tmp(export_dir)
     target = os.path.join(export_dir, str(int(version)))
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"export version folder {target!r} exists; pass another "

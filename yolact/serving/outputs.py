@@ -81,17 +81,31 @@ def pixel_boxes_batch(boxes, sizes, fraction=None):
 
 
 def full_size_masks(lowres, sizes, fraction=None):
-    """float32 [B, D, Hp, Wp] cropped masks -> uint8 [B, D, Hmax, Wmax] 0/1 at each
+    """float32 [B, N, Hp, Wp] cropped masks -> uint8 [B, N, Hmax, Wmax] 0/1 at each
     image's (height, width) = sizes[b] (top-left corner, zero padding); fraction float64
-    [B, 2] (fy, fx) of a letterboxed input: only that part of each mask is resized."""
+    [B, 2] (fy, fx) of a letterboxed input: only that part of each mask is resized.
+
+    One detection slot at a time (over the batch): the float32 intermediate is one
+    [B, Hmax, Wmax] mask, not N of them, so the memory is N bytes a pixel plus 4.
+    """
     tf = _tf()
     fy, fx = (None, None) if fraction is None else (fraction[:, 0], fraction[:, 1])
     h_max, w_max = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
     rows = resize_weights(lowres.shape[2], sizes[:, 0], h_max, fy)  # [B, Hmax, Hp]
     cols = resize_weights(lowres.shape[3], sizes[:, 1], w_max, fx)  # [B, Wmax, Wp]
-    masks = tf.einsum("byh,bdhw->bdyw", rows, lowres)
-    masks = tf.einsum("bdyw,bxw->bdyx", masks, cols)
-    return tf.cast(masks > 0.5, tf.uint8)
+
+    def one(masks):  # [B, Hp, Wp] -> uint8 [B, Hmax, Wmax]
+        full = tf.einsum("byw,bxw->byx", tf.einsum("byh,bhw->byw", rows, masks), cols)
+        return tf.cast(full > 0.5, tf.uint8)
+
+    def all_slots():
+        masks = tf.map_fn(one, tf.transpose(lowres, [1, 0, 2, 3]), parallel_iterations=1,
+                          fn_output_signature=tf.TensorSpec([None, None, None], tf.uint8))
+        return tf.transpose(masks, [1, 0, 2, 3])
+
+    shape = tf.shape(lowres)
+    return tf.cond(shape[1] > 0, all_slots,
+                   lambda: tf.zeros([shape[0], 0, h_max, w_max], tf.uint8))
 
 
 def detections_to_outputs(det, proto, sizes, compact: bool = False, maskiou_net=None,
@@ -102,7 +116,9 @@ def detections_to_outputs(det, proto, sizes, compact: bool = False, maskiou_net=
     sizes: int32 [B, 2] original (height, width); fraction: float64 [B, 2] (fy, fx) of a
     letterboxed input (`content_fractions`), None when stretched. compact: masks_lowres
     uint8 [B, D, Hp, Wp] round(255 * p) (serving_compact, the whole prototype, letterbox
-    padding included) instead of the full-size masks. maskiou_net (YOLACT++ with
+    padding included) instead of the full-size masks uint8 [B, N, Hmax, Wmax], N = the
+    largest num_detections of the batch (slots n.. of an image with n detections are 0).
+    maskiou_net (YOLACT++ with
     RESCORE_MASK): adds mask_scores float32 [B, D] = score x the predicted IoU of each
     cropped mask; rescore_bbox: `scores` re-scored too.
     """
@@ -113,8 +129,11 @@ def detections_to_outputs(det, proto, sizes, compact: bool = False, maskiou_net=
     valid = tf.range(num)[None, :] < tf.cast(det["num_detections"], tf.int32)[:, None]
     lowres = assemble_masks(proto, det["coef"], det["boxes"], valid)  # [B, D, Hp, Wp]
     boxes = pixel_boxes_batch(det["boxes"], sizes, fraction) * tf.cast(valid, tf.int32)[..., None]
+    # full-size masks only for the detection slots in use (N = the most detections of an
+    # image of the batch), not all D: D x H x W bytes of padding per image otherwise
+    used = tf.reduce_max(tf.concat([tf.cast(det["num_detections"], tf.int32), [0]], 0))
     masks = ({"masks_lowres": tf.cast(tf.round(lowres * 255.0), tf.uint8)} if compact
-             else {"masks": full_size_masks(lowres, sizes, fraction)})
+             else {"masks": full_size_masks(lowres[:, :used], sizes, fraction)})
     scores = tf.cast(det["scores"], tf.float32)
     rescored = {}
     if maskiou_net is not None:

@@ -9,7 +9,10 @@ normalize -> network -> Fast NMS -> masks at each image's original size):
 Signatures (B images, D = MAX_NUM_DETECTION, H x W = the network input IMG_HW (IMG_SIZE
 an int side or (height, width)), Hp x Wp = prototype size PROTO_HW):
 - ``serving_default``: ``images`` tf.string [B], encoded JPEG/PNG/BMP/GIF/WebP bytes
-  (any sizes; decoded to 3 channels RGB, first frame of a GIF), each fitted to H x W as
+  (any sizes up to MAX_IMAGE_PIXELS; decoded to 3 channels RGB, first frame of a GIF,
+  turned as its EXIF orientation says: a phone's portrait photo is served as the
+  portrait it shows as, its size and detections in those displayed coordinates), each
+  fitted to H x W as
   the config's RESIZE says (`yolact.ops.image.fit_image`): "stretch" resizes it to
   H x W (aspect ratio not kept); "letterbox" scales it by one factor to fit
   (`letterbox_hw`), puts it in the top-left corner and pads the rest with MEAN (0 after
@@ -17,7 +20,9 @@ an int side or (height, width)), Hp x Wp = prototype size PROTO_HW):
 - ``serving_preprocessed``: ``images`` float32 [B, H, W, 3] RGB normalized with
   the config's MEAN/STD and fitted as above (letterbox: the client pads, top-left),
   ``image_sizes`` int32 [B, 2] original (height, width), from which the graph also
-  computes the part of the input each letterboxed image covers;
+  computes the part of the input each letterboxed image covers (the client sends the
+  pixels as displayed, EXIF orientation applied, as OpenCV's imread gives them; at most
+  MAX_IMAGE_PIXELS each);
 - ``serving_tf_example``: ``serialized`` tf.string [B], serialized tf.train.Example
   protos (the TF Object Detection API's ``tf_example`` input) holding the encoded
   image under ``data.tf_example.IMAGE_ENCODED`` (the key the TFRecord creator
@@ -32,8 +37,10 @@ The first three return (padded to D detections, sorted by score):
   pixels; classes int32 [B, D] 0-based; scores float32 [B, D]; YOLACT++ models also
   mask_scores float32 [B, D] (score x the mask re-scoring net's IoU, the score of the
   mask as official eval.py uses it);
-  masks uint8 [B, D, Hmax, Wmax] 0/1, image b in the top-left [h_b, w_b]
-  corner (Hmax, Wmax = largest size in the batch); image_sizes int32 [B, 2].
+  masks uint8 [B, N, Hmax, Wmax] 0/1, N = the largest num_detections of the batch
+  (only the detections found get a full-size mask; read masks[b, :num_detections[b]]),
+  image b in the top-left [h_b, w_b] corner (Hmax, Wmax = largest size in the batch);
+  image_sizes int32 [B, 2].
 Letterboxed, boxes and masks come from the part of the input the image covers,
 (fy, fx) = `yolact.ops.image.content_fraction` of its height and width
 (`yolact.serving.outputs`): boxes are divided by it before they are scaled to the
@@ -54,7 +61,13 @@ IMG_SIZE, "letterbox")`` of the config.json exported beside): bilinear resize
 quantization (a pixel whose value is within 1/510 of 0.5 may flip).
 The numbers are those of `yolact.inference.Predictor` (same preprocessing,
 detection and mask arithmetic); decoding differs only where TF's and OpenCV's
-decoders differ (EXIF orientation is not applied here).
+decoders differ. Both apply the EXIF orientation of a JPEG, PNG or WebP
+(`yolact.ops.exif`, in the graph).
+
+Pixel limit: an image of more than the exported config's MAX_IMAGE_PIXELS (height x
+width, default 50 megapixels) is refused with InvalidArgumentError naming its batch
+index, its size and the limit, from its header before it is decoded
+(`yolact.serving.pixels`); serving_preprocessed refuses image_sizes above it.
 
 TF Serving replays ``assets.extra/tf_serving_warmup_requests`` when it loads the
 model (`yolact.serving.warmup`), so the first client request is not the slow one.
@@ -156,7 +169,7 @@ def first_bad(bad, count):
 
 
 def decode_and_preprocess(images, size, mean, std, signature: str = "serving_default",
-                          resize: str = "stretch"):
+                          resize: str = "stretch", max_pixels: int | None = None):
     """tf.string [B] encoded images -> (float32 [B, H, W, 3] normalized, int32 [B, 2] sizes).
 
     `size`: the network input, an int side or (H, W). Each image is decoded to RGB (3
@@ -170,21 +183,41 @@ def decode_and_preprocess(images, size, mean, std, signature: str = "serving_def
     format)"; all bad indices are listed), instead of a decoder error that does
     not say which one. A scalar or a matrix instead of a [B] vector, and an
     empty batch, raise InvalidArgumentError too. Messages start with `signature`.
+    Images are turned by their EXIF orientation (`decode_image`), so sizes and the
+    detections are those of the image as displayed (as OpenCV reads it in inference.py).
+    max_pixels: an image of more pixels (height x width, read from its header,
+    `yolact.serving.pixels`) is not decoded; the request fails with InvalidArgumentError
+    naming its batch index, its size and the limit. None: no limit.
     """
+    from yolact.serving.pixels import header_hw, too_large, too_large_message
+
     tf = _tf()
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     images = checked_vector(images, signature, "images", "encoded images")
     count = tf.shape(images)[0]
+    limit = 2 ** 62 if max_pixels is None else int(max_pixels)
+    skipped = tf.zeros([height, width, 3], tf.float32)
+
+    def decoded(data):
+        image = decode_image(data)
+        hw = tf.cast(tf.shape(image)[:2], tf.int64)
+        large = too_large(hw, limit)  # a format header_hw does not read
+        fitted = tf.cond(large, lambda: skipped, lambda: tf.ensure_shape(
+            fit_image(image, (height, width), mean, std, resize, xp=_TF_OPS),
+            [height, width, 3]))
+        return fitted, hw, large
 
     def one(i, data):
-        image = decode_image(data)
-        fitted = fit_image(image, (height, width), mean, std, resize, xp=_TF_OPS)
-        return i, tf.ensure_shape(fitted, [height, width, 3]), tf.cast(tf.shape(image)[:2],
-                                                                          tf.int32)
+        hw = header_hw(data)
+        fitted, hw, large = tf.cond(too_large(hw, limit),
+                                    lambda: (skipped, hw, tf.constant(True)),
+                                    lambda: decoded(data))
+        return i, fitted, hw, large
 
-    (kept, normalized, sizes), bad = map_dropping_failures(one, images, (
+    (kept, normalized, sizes64, large), bad = map_dropping_failures(one, images, (
         tf.zeros([0], tf.int32), tf.zeros([0, height, width, 3], tf.float32),
-        tf.zeros([0, 2], tf.int32)))
+        tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.bool)))
+    sizes = tf.cast(sizes64, tf.int32)
     first = first_bad(bad, count)
     message = tf.strings.join([
         tf.strings.format(signature + ": the image at batch index {} of {} could not be "
@@ -192,7 +225,10 @@ def decode_and_preprocess(images, size, mean, std, signature: str = "serving_def
         _format_hint(tf.gather(images, first)),
         tf.strings.format("; bad batch indices: {}", bad)])
     decoded_all = tf.debugging.Assert(tf.equal(tf.size(kept), count), [message])
-    return checked(normalized, decoded_all), checked(sizes, decoded_all)
+    with tf.control_dependencies([decoded_all]):
+        within = tf.debugging.Assert(tf.logical_not(tf.reduce_any(large)), [
+            too_large_message(signature, sizes64, large, kept, count, limit)])
+    return (checked(normalized, decoded_all, within), checked(sizes, decoded_all, within))
 
 
 def parse_examples(serialized, signature: str = "serving_tf_example"):
@@ -239,8 +275,9 @@ def parse_examples(serialized, signature: str = "serving_tf_example"):
     return checked(encoded, tf.debugging.Assert(tf.equal(tf.size(bad), 0), [message]))
 
 
-def _checked_sizes(images, image_sizes):
-    """InvalidArgumentError unless image_sizes is [B, 2] of positive (height, width)."""
+def _checked_sizes(images, image_sizes, max_pixels: int | None = None):
+    """InvalidArgumentError unless image_sizes is [B, 2] of positive (height, width), each
+    of at most max_pixels pixels (the full-size masks are made at that size)."""
     tf = _tf()
     checks = [
         tf.debugging.assert_equal(tf.shape(image_sizes)[0], tf.shape(images)[0], message=(
@@ -248,6 +285,12 @@ def _checked_sizes(images, image_sizes):
         tf.debugging.assert_positive(image_sizes, message=(
             "image_sizes must hold the positive original (height, width) of each image")),
     ]
+    if max_pixels is not None:
+        pixels = tf.reduce_prod(tf.cast(image_sizes, tf.int64), axis=1)
+        checks.append(tf.debugging.assert_less_equal(
+            pixels, tf.constant(int(max_pixels), tf.int64), message=(
+                f"serving_preprocessed: image_sizes (height, width) of more than "
+                f"{int(max_pixels)} pixels (MAX_IMAGE_PIXELS of the exported config.json)")))
     return checked(image_sizes, *checks)
 
 
@@ -256,7 +299,7 @@ def _images_message(signature: str, hw) -> str:
             "normalized images; add the batch axis for a single image)")
 
 
-def checked_preprocessed(images, image_sizes, hw):
+def checked_preprocessed(images, image_sizes, hw, max_pixels: int | None = None):
     """serving_preprocessed inputs after rank and shape checks (InvalidArgumentError naming
     the input and the shape expected, not an error from deep inside the network);
     hw: the network input (H, W)."""
@@ -268,7 +311,7 @@ def checked_preprocessed(images, image_sizes, hw):
         "per image")))
     images = tf.ensure_shape(images, [None, *hw, 3])
     image_sizes = tf.ensure_shape(image_sizes, [None, 2])
-    return images, _checked_sizes(images, image_sizes)
+    return images, _checked_sizes(images, image_sizes, max_pixels)
 
 
 def build_archive(model, cfg, predictor=None):
@@ -296,11 +339,11 @@ def build_archive(model, cfg, predictor=None):
                                      fraction=content_fractions(image_sizes, hw, cfg.RESIZE))
 
     def from_preprocessed(images, image_sizes):
-        return serve(*checked_preprocessed(images, image_sizes, hw))
+        return serve(*checked_preprocessed(images, image_sizes, hw, cfg.MAX_IMAGE_PIXELS))
 
     def decoded(images, signature, compact=False):
         return serve(*decode_and_preprocess(images, hw, cfg.MEAN, cfg.STD, signature,
-                                            cfg.RESIZE), compact)
+                                            cfg.RESIZE, cfg.MAX_IMAGE_PIXELS), compact)
 
     def from_bytes(images):
         return decoded(images, "serving_default")
@@ -371,6 +414,8 @@ class SavedModelNetwork:
         self._loaded = loaded  # keeps the variables alive
         self.fn = loaded.signatures[self.SIGNATURE]
         check_output_names(self.fn.structured_outputs, folder)
+        self.output_shapes = {name: tuple(spec.shape.as_list())
+                              for name, spec in self.fn.structured_outputs.items()}
         spec = self.fn.structured_input_signature[1]["images"]
         self.input_shape = tuple(spec.shape.as_list())
 
@@ -388,12 +433,14 @@ def open_model(path: str, threads: int = 0, precision: str = "auto", cfg=None):
     With `cfg` (the config it will run under) it is checked first against the config.json
     exported with it (`yolact.serving.artifacts.check_exported_config`: IMG_SIZE, RESIZE,
     RECT_PRIORS and every other MODEL_KEYS setting must agree), then the network's input
-    shape against cfg.IMG_SIZE (`check_input_size`); either raises ValueError naming the
-    file and both values.
+    shape against cfg.IMG_SIZE (`check_input_size`) and its output widths against
+    NUM_CLASSES + 1, NUM_MASK and the prior count (`check_output_widths`); each raises
+    ValueError naming the file and both values. A file its engine cannot load raises
+    ValueError naming it.
     """
     import os
 
-    from yolact.detection.networks import check_input_size, open_network
+    from yolact.detection.networks import check_input_size, check_output_widths, open_network
 
     if cfg is not None:
         from yolact.serving.artifacts import check_exported_config
@@ -405,4 +452,8 @@ def open_model(path: str, threads: int = 0, precision: str = "auto", cfg=None):
         network, engine = open_network(path, threads=threads, precision=precision)
     if cfg is not None:
         check_input_size(network, cfg.IMG_SIZE, path)
+        priors = cfg.NUM_PRIORS
+        check_output_widths(network, {"loc": (priors, 4), "conf": (priors, cfg.NUM_CLASSES + 1),
+                                      "coef": (priors, cfg.NUM_MASK),
+                                      "proto": (None, cfg.NUM_MASK)}, path)
     return network, engine

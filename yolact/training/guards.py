@@ -8,8 +8,6 @@ import os
 import signal
 import time
 
-import tensorflow as tf
-
 
 def _clock() -> float:
     return time.monotonic()
@@ -76,7 +74,7 @@ class _Divergence:
             return 0
         trainer, step = self.trainer, self.trainer.step
         first_bad = step - self.streak + 1
-        saved = [p for p in trainer.manager.checkpoints if _checkpoint_step(p) < first_bad]
+        saved = [p for p in trainer.checkpoints if _checkpoint_step(p) < first_bad]
         advice = (f"lower the learning rate (-lr, {trainer.schedule['lr']:g} now) or "
                   f"lengthen the warmup (-warmup_iters, {trainer.schedule['warmup_iters']} now)")
         if not saved:
@@ -129,14 +127,26 @@ def clean_checkpoint_dir(weights_dir: str) -> list:
     return removed
 
 
-def check_run_folder(cfg, weights_dir: str) -> None:
-    """Refuse to train `cfg` into a folder whose checkpoints belong to another network.
+def check_run_folder(cfg, weights_dir: str, resume: bool = True) -> None:
+    """Refuse to train `cfg` into a folder whose checkpoints belong to another network,
+    or to start afresh (`resume` False) over a run's checkpoints.
 
-    Checked before anything is written, so a refused command leaves the folder (its
-    config.json, checkpoints, best/) as it was.
+    Checkpoints count whether the folder's `checkpoint` state file lists them or not (a
+    folder copied without it). Checked before anything is written, so a refused command
+    leaves the folder (its config.json, checkpoints, best/) as it was.
     """
+    from yolact.weights.checkpoints import intact_checkpoints, latest_checkpoint
+
     saved_path = os.path.join(weights_dir, "config.json")
-    if not tf.train.latest_checkpoint(weights_dir) or not os.path.exists(saved_path):
+    if not os.path.isdir(weights_dir) or not latest_checkpoint(weights_dir):
+        return
+    if not resume:
+        found = [os.path.basename(p) for p in intact_checkpoints(weights_dir)]
+        raise ValueError(
+            f"-weights {weights_dir!r} holds the checkpoints of a run ({', '.join(found)}): "
+            f"-noresume would start again at step 0 and write over them; resume it, or use "
+            f"another -weights folder")
+    if not os.path.exists(saved_path):
         return
     saved = type(cfg).from_json(saved_path)
     diff = saved.model_differences(cfg)
@@ -146,6 +156,27 @@ def check_run_folder(cfg, weights_dir: str) -> None:
             f"-weights {weights_dir!r} holds checkpoints of config {saved.NAME!r} "
             f"({saved_path}), which is not the network of config {cfg.NAME!r} asked for now "
             f"({shown}); use another -weights folder, or the same -name/-override as that run")
+
+
+def run_folder_lock(options):
+    """The lock of the run folder (`yolact.utils.locks.FolderLock`, ``train.lock``); None
+    for a multi-worker run's non-chief workers, which save into sub folders of it."""
+    import json
+
+    from yolact.utils.locks import FolderLock
+
+    if options.strategy == "multiworker" and os.environ.get("TF_CONFIG"):
+        try:
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+            task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+        except (ValueError, AttributeError):
+            task, cluster = {}, {}
+        kind, index = task.get("type"), task.get("index", 0)
+        if kind and kind != "chief" and not (kind == "worker" and index == 0
+                                              and "chief" not in cluster):
+            return None
+    return FolderLock(options.weights_dir, "train.lock",
+                      what=f"-weights {options.weights_dir!r}")
 
 
 class _StopFlag:

@@ -19,6 +19,7 @@ from yolact.training.guards import (
     _TimeBudget,
     check_run_folder,
     clean_checkpoint_dir,
+    run_folder_lock,
 )
 from yolact.training.trainer import Trainer, TrainOptions
 from yolact.utils.console import one_line
@@ -48,11 +49,26 @@ def train(cfg, options: TrainOptions, evaluate_fn=None, dataset_fn=None) -> dict
     optional 'images' uint8 [N, H, W, 3]) runs every val_interval steps and at
     the end; the best checkpoint by mask AP is kept in weights_dir/best.
     dataset_fn(input_context) -> tf.data.Dataset overrides the TFRecord input.
+
+    The run folder is locked for the whole run (`run_folder_lock`): a second run into
+    it is refused, naming the owner; the lock is released at the end, also on errors.
     """
+    lock = run_folder_lock(options)
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, options, evaluate_fn, dataset_fn)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, options: TrainOptions, evaluate_fn, dataset_fn) -> dict:
+    """`train` in the locked run folder."""
     from tqdm import tqdm
 
     keras.utils.set_random_seed(options.seed)
-    check_run_folder(cfg, options.weights_dir)
+    check_run_folder(cfg, options.weights_dir, options.resume)
     trainer = Trainer(cfg, options)
     if os.path.isdir(options.weights_dir):
         for path in clean_checkpoint_dir(options.weights_dir):

@@ -26,8 +26,9 @@ from yolact.modeling.precision import normalize_precision, uses_loss_scaling
 from yolact.training.optimizer import TorchSGD, WarmupSchedule
 from yolact.training.schedules import scaled_schedule
 from yolact.utils.console import one_line
+from yolact.utils.io import write_text_atomic
 from yolact.weights.backbone import initial_backbone_file, load_backbone_weights
-from yolact.weights.checkpoints import checkpoint_objects
+from yolact.weights.checkpoints import checkpoint_objects, intact_checkpoints, latest_checkpoint
 
 LOSS_KEYS = ("box", "cls", "mask", "seg", "total")
 PLUS_LOSS_KEYS = ("box", "cls", "mask", "seg", "maskiou", "total")  # YOLACT++
@@ -230,6 +231,7 @@ class Trainer:
             ckpt_dir = os.path.join(options.weights_dir, f".worker{worker}_tmp")
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir,
                                                   max_to_keep=options.keep_checkpoints)
+        self._unlisted = []  # checkpoints found by their files, not in the state file
         self._step_fn = None
         self._float32_model = None
 
@@ -312,8 +314,7 @@ class Trainer:
         """cfg.BACKBONE_WEIGHTS into the backbone (`initial_backbone_file`: the official
         ImageNet file by default, fetched once), unless -init_weights or a checkpoint to
         resume from will overwrite it."""
-        resuming = options.resume and os.path.isdir(options.weights_dir) and \
-            tf.train.latest_checkpoint(options.weights_dir)
+        resuming = options.resume and latest_checkpoint(options.weights_dir)
         if options.init_weights or resuming:
             return
         path = initial_backbone_file(cfg.BACKBONE, cfg.BACKBONE_BLOCKS, cfg.BACKBONE_WEIGHTS)
@@ -325,14 +326,23 @@ class Trainer:
         """Restore `path`, or the newest intact checkpoint in weights_dir; returns what
         was loaded (None: nothing there).
 
-        A damaged newest checkpoint (deleted or truncated files, e.g. a disk that filled
-        up) is reported and the next older one is used, as far back as the manager
-        keeps them; if none can be read, a ValueError names each file and its error.
+        The candidates are the checkpoints the folder's ``checkpoint`` state file lists
+        and those found by their files (`intact_checkpoints`: a folder copied without the
+        state file); the next save lists them all in a new state file. A damaged newest
+        checkpoint (deleted or truncated files, e.g. a disk that filled up) is reported
+        and the next older one is used; if none can be read, a ValueError names each file
+        and its error.
         """
         if path:
             self._restore(path)
             return path
-        candidates = list(reversed(self.manager.checkpoints))
+        self._unlisted = [p for p in intact_checkpoints(self.manager.directory)
+                          if p not in self.manager.checkpoints]
+        if self._unlisted:
+            print(f"{self.manager.directory}: found "
+                  f"{', '.join(os.path.basename(p) for p in self._unlisted)} by their files "
+                  f"(not listed in a 'checkpoint' state file)")
+        candidates = list(reversed(self.checkpoints))
         failures = []
         for candidate in candidates:
             try:
@@ -360,9 +370,35 @@ class Trainer:
         if self._loss_scale is not None:
             self._loss_scale.restore(path).expect_partial()
 
+    @property
+    def checkpoints(self) -> list:
+        """The run's checkpoint prefixes, oldest first: the manager's and those `restore`
+        found by their files."""
+        return sorted({*self.manager.checkpoints, *self._unlisted},
+                      key=lambda p: int(p.rsplit("-", 1)[-1]))
+
     def save(self) -> str:
         """Write a checkpoint (TF writes the data files first and the index last)."""
         os.makedirs(self.options.weights_dir, exist_ok=True)
+        if self._unlisted:  # the manager keeps (and rotates) the ones found by their files
+            write_checkpoint_state(self.manager.directory, [
+                p for p in self.checkpoints if os.path.exists(p + ".index")])
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, self.manager.directory,
+                max_to_keep=self.options.keep_checkpoints)
+            self._unlisted = []
         path = self.manager.save(checkpoint_number=self.step)
         self.cfg.to_json(os.path.join(self.options.weights_dir, "config.json"))
         return path
+
+
+def write_checkpoint_state(folder: str, prefixes: list) -> None:
+    """Write `folder`'s ``checkpoint`` state file (the CheckpointState text proto that
+    tf.train.CheckpointManager reads) listing `prefixes`, oldest first, the last as the
+    latest; each with its index file's time, so that the manager rotates them."""
+    times = [os.path.getmtime(p + ".index") for p in prefixes]
+    lines = [f'model_checkpoint_path: "{os.path.basename(prefixes[-1])}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in prefixes]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+    lines.append(f"last_preserved_timestamp: {min(times) - 1.0!r}")
+    write_text_atomic(os.path.join(folder, "checkpoint"), "\n".join(lines) + "\n")

@@ -31,6 +31,15 @@ TF_NOISE = (
 # User errors: bad paths, flags, files and settings, divergence. Anything else is a bug
 # and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, RuntimeError)
+# Errors of the engines underneath that are about the user's files, not bugs, end with
+# one line too: TensorFlow's (a folder it may not write, a file it cannot find or read to
+# its end, memory), onnxruntime's (a model file it cannot load). Matched by module and
+# class name, so that neither engine is imported here.
+ENGINE_USER_ERRORS = {
+    "tensorflow": ("PermissionDeniedError", "NotFoundError", "DataLossError",
+                   "AlreadyExistsError", "ResourceExhaustedError"),
+    "onnxruntime": ("InvalidProtobuf", "NoSuchFile", "InvalidGraph", "Fail"),
+}
 DEBUG_ENV = "YOLACT_DEBUG"
 
 
@@ -76,17 +85,28 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def run_cli(module: str, function: str, flags_):
-    """Quiet TF start, then `module.function(flags_)`; a user error ends the command
-    with one `error: ...` line and exit status 2 (YOLACT_DEBUG=1: the traceback)."""
-    quiet_tensorflow()
+def is_user_error(err: BaseException) -> bool:
+    """A USER_ERRORS instance, or one of ENGINE_USER_ERRORS."""
+    if isinstance(err, USER_ERRORS):
+        return True
+    engine = type(err).__module__.split(".")[0]
+    return type(err).__name__ in ENGINE_USER_ERRORS.get(engine, ())
+
+
+def run_cli(module: str, function: str, flags_, tensorflow: bool = True):
+    """Quiet TF start (unless `tensorflow` is False: a CLI that does not use it), then
+    `module.function(flags_)`; a user error (`is_user_error`) ends the command with one
+    `error: ...` line and exit status 2 (YOLACT_DEBUG=1: the traceback); any other
+    exception is a bug and keeps its traceback."""
+    if tensorflow:
+        quiet_tensorflow()
     try:
         return getattr(importlib.import_module(module), function)(flags_)
-    except USER_ERRORS as err:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:
+        if not is_user_error(err) or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)

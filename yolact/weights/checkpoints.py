@@ -1,7 +1,8 @@
 """Loading weights from any of the files this project writes or reads.
 
 - a training folder or checkpoint prefix (tf.train.Checkpoint, written by train.py):
-  the latest checkpoint in the folder, or the `best/model.weights.h5` inside
+  the latest checkpoint in the folder (`latest_checkpoint`: found by its files when the
+  folder's ``checkpoint`` state file is missing), or the `best/model.weights.h5` inside
   it when ``prefer_best``; a prefix's own ``.index`` / ``.data-*`` file names it too;
 - a Keras ``.weights.h5`` (converted official weights, best checkpoint);
 - an official PyTorch ``.pth`` (converted on the fly, no torch needed);
@@ -25,6 +26,42 @@ import re
 from yolact.utils.console import one_line
 
 _TF_CHECKPOINT_FILE = re.compile(r"\.(index|data-\d+-of-\d+)$")
+# What train.py's tf.train.CheckpointManager writes: ckpt-<step>.index + its data shards.
+_RUN_CHECKPOINT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+_DATA_SHARD = re.compile(r"\.data-(\d+)-of-(\d+)$")
+
+
+def intact_checkpoints(folder: str) -> list:
+    """The run checkpoints in `folder` found by their files, oldest first: the prefixes
+    ``<folder>/ckpt-<N>`` whose ``.index`` and every data shard (``.data-0000k-of-0000n``,
+    all n) are there. What a save killed before its index, or a half-copied folder,
+    holds is left out; a truncated file is found only when read."""
+    if not os.path.isdir(folder):
+        return []
+    names = set(os.listdir(folder))
+    found = []
+    for name in names:
+        match = _RUN_CHECKPOINT_INDEX.match(name)
+        if not match:
+            continue
+        stem = name[: -len(".index")]
+        shards = [m for m in (_DATA_SHARD.search(n) for n in names
+                              if n.startswith(stem + ".data-")) if m]
+        counts = {int(m.group(2)) for m in shards}  # the "of-n" of every shard: one n
+        total = counts.pop() if len(counts) == 1 else 0
+        if total and {int(m.group(1)) for m in shards} == set(range(total)):
+            found.append((int(match.group(1)), os.path.join(folder, stem)))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The checkpoint a run folder resumes from: the one its ``checkpoint`` state file
+    names (tf.train.latest_checkpoint), else the newest intact one found by its files (a
+    folder copied without the state file, which TensorFlow alone would call empty)."""
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(folder) or next(
+        iter(reversed(intact_checkpoints(folder))), None)
 
 
 def model_variables(model) -> dict:
@@ -73,9 +110,7 @@ def resolve_weights(path: str, prefer_best: bool = False) -> str:
         best = os.path.join(path, "best", "model.weights.h5")
         if prefer_best and os.path.exists(best):
             return best
-        import tensorflow as tf
-
-        latest = tf.train.latest_checkpoint(path)
+        latest = latest_checkpoint(path)
         if latest:
             return latest
         if os.path.exists(best):

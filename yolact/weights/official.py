@@ -127,9 +127,14 @@ def load_official_weights(model, state, skip_class_mismatch: bool = False) -> di
             _listing("missing keys", match["missing"]),
             _listing("shape mismatches", match["shape_mismatch"]),
         ]
+        first = next(f"{title} {items[0]}" for title, items in (
+            ("unknown key", match["unknown"]), ("missing key", match["missing"]),
+            ("shape mismatch", match["shape_mismatch"])) if items)
         raise CheckpointMismatchError(
-            "checkpoint does not match the model built from the config (check -config / "
-            "-override NUM_CLASSES=...):\n  " + "\n  ".join(parts)
+            f"checkpoint does not match the model built from the config (check -name / "
+            f"-override NUM_CLASSES=...): {len(match['unknown'])} unknown, "
+            f"{len(match['missing'])} missing, {len(match['shape_mismatch'])} mis-shaped "
+            f"keys, first: {first}\n  " + "\n  ".join(parts)
         )
     return {"assigned": apply_state_dict_match(match), "ignored": ignored, "skipped": skipped,
             "not_in_checkpoint": absent}
@@ -165,7 +170,10 @@ def convert(cfg, input_path: str, output_path: str, verify_path: str | None = No
     if checks is None:
         checks = (raw_output_check, detection_check(cfg))
     model = build_model(cfg)
-    report = load_official_weights(model, input_path)
+    try:
+        report = load_official_weights(model, input_path)
+    except (PresetMismatchError, CheckpointMismatchError) as err:
+        raise type(err)(f"{input_path!r}: {err}") from None
     log(f"loaded {report['assigned']} tensors from {input_path} "
         f"({len(report['ignored'])} ignored entries, e.g. num_batches_tracked)")
     if report["not_in_checkpoint"]:

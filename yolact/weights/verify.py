@@ -221,7 +221,16 @@ def format_row(row) -> str:
 def verify(model, ref_path: str, checks=(raw_output_check,), log=print) -> bool:
     """Run `model` on a reference npz and apply `checks(outputs, ref) -> [Row]`; logs a
     line per row and a summary line; True when every row is ok."""
-    ref = dict(np.load(ref_path))
+    from yolact.utils.console import one_line
+
+    try:
+        ref = dict(np.load(ref_path))
+    except (OSError, ValueError, EOFError) as err:  # not an npz, pickled, truncated
+        raise ValueError(f"{ref_path!r} is not a reference npz (io.npz format): "
+                         f"{one_line(err)}") from None
+    if "input_nchw" not in ref:
+        raise ValueError(f"{ref_path!r} is not a reference npz (io.npz format): no "
+                         f"input_nchw array (it has {', '.join(sorted(ref)) or 'none'})")
     outputs = run_reference_input(model, ref)
     rows = [Row(*row) for check in checks for row in check(outputs, ref)]
     for row in rows:
