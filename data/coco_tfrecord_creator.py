@@ -11,7 +11,7 @@ dataset's split) print one line `error: <message>` on stderr and exit with statu
 
 from absl import app, flags
 
-from data.creator import DATASETS, create_tfrecords
+from data.creator import DATASET_HELP, DATASETS, create_tfrecords
 
 __all__ = ["create_tfrecords"]
 
@@ -25,7 +25,20 @@ def _define_flags() -> None:
     flags.DEFINE_string("val_annotations_file", None,
                         "COCO-style json, or an SBD split list (val.txt).")
     flags.DEFINE_string("output_dir", None, "Where shards, label map and summaries go.")
-    flags.DEFINE_enum("dataset", "auto", list(DATASETS), "Source format.")
+    flags.DEFINE_enum("dataset", "auto", list(DATASETS), "Source format:\n" + "\n".join(
+        f"  {name}: {DATASET_HELP.get(name, '')}" for name in DATASETS))
+    flags.DEFINE_string("yolo_data", None, "-dataset yolo: the Ultralytics data.yaml.")
+    flags.DEFINE_string("voc_root", None, "-dataset voc: the VOC2012 folder (JPEGImages, "
+                        "SegmentationObject, SegmentationClass, ImageSets, Annotations).")
+    flags.DEFINE_string("train_mask_dir", None, "-dataset masks: mask PNGs of the training "
+                        "images: <stem>.png instance ids, or <stem>_<class>_<k>.png binary.")
+    flags.DEFINE_string("val_mask_dir", None, "-dataset masks: mask PNGs of the val images.")
+    flags.DEFINE_string("mask_classes", None, "-dataset masks: json mapping instance ids to "
+                        "classes: {\"classes\": [...], \"ids\": {id: class}, \"instances\": "
+                        "{stem: {id: class}}} (data/sources/masks.py).")
+    flags.DEFINE_float("val_fraction", 0.0, "Draw this fraction of a single (train) split's "
+                       "images as val, by a hash of each file name (data/split.py).")
+    flags.DEFINE_integer("split_seed", 0, "Seed of the -val_fraction draw.")
     flags.DEFINE_integer("num_shards", 4, "Shards per split (fewer if fewer images).")
     flags.DEFINE_integer("num_workers", 2, "Encoding processes (<= 1: in-process).")
     flags.DEFINE_string("label_map", None, "Optional label map / COCO json imposing ids.")

@@ -291,6 +291,8 @@ def convert_record(record: dict, label_map: dict) -> dict:
             fn, arg = record["load_objects"]
             try:
                 objects = fn(arg)
+            except SkipImage:  # the reader's own reason and detail (sources/index_png.py)
+                raise
             except FileNotFoundError as e:
                 raise SkipImage("missing_annotation", str(e)) from None
             except Exception as e:  # noqa: BLE001 -- any reader failure: skip the image

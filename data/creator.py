@@ -34,11 +34,24 @@ import time
 from tqdm import tqdm
 
 from data import convert
+from data import split as val_split
 from data.classes import COCO_CLASSES, PASCAL_CLASSES
 from data.shards import ShardWriter, _Outputs, check_writable, remove_stale_tmp, split_files
-from data.sources import coco, custom, pascal_sbd
+from data.sources import coco, custom, labelme, masks, pascal_sbd, voc, yolo
 
-DATASETS = ("coco", "pascal_sbd", "custom", "auto")
+DATASETS = ("coco", "pascal_sbd", "custom", "auto", "labelme", "yolo", "voc", "masks")
+
+# One line per -dataset value (the CLI's -dataset help).
+DATASET_HELP = {
+    "coco": "COCO instances json (-{train,val}_annotations_file) + images",
+    "pascal_sbd": "Pascal SBD: official COCO-style json, or raw train.txt / val.txt",
+    "custom": "COCO-style json with string ids / no categories (renumbered)",
+    "auto": "pascal_sbd / coco / custom, picked from the annotation file's content",
+    "labelme": "LabelMe .json files beside the images (-{train,val}_image_dir)",
+    "yolo": "Ultralytics YOLO segmentation dataset (-yolo_data data.yaml)",
+    "voc": "Pascal VOC devkit: SegmentationObject/Class PNGs (-voc_root)",
+    "masks": "images + instance mask PNGs (-train_mask_dir, -mask_classes)",
+}
 
 
 _LOADERS = {"coco": coco.load, "pascal_sbd": pascal_sbd.load, "custom": custom.load}
@@ -68,6 +81,41 @@ def load_source(dataset: str, annotations_file: str, image_dir: str) -> coco.Sou
     if ids_ok and names == set(COCO_CLASSES):
         return coco.from_dict(data, image_dir, "coco", path)
     return custom.from_dict(data, image_dir, annotations_file)
+
+
+FOLDER_DATASETS = ("labelme", "yolo", "voc", "masks")
+
+
+def load_folder_splits(dataset: str, train_image_dir: str | None,
+                       val_image_dir: str | None, yolo_data: str | None,
+                       label_map: str | None) -> dict:
+    """{split: Source} of the datasets without annotation files ({} for the others).
+
+    labelme: one folder of json + images per split; yolo: the splits data.yaml names.
+    Their classes are names, checked against label_map when given.
+    """
+    if dataset == "labelme":
+        dirs = {s: d for s, d in (("train", train_image_dir), ("val", val_image_dir)) if d}
+        return {s: labelme.load(d, label_map) for s, d in dirs.items()}
+    if dataset == "yolo":
+        if yolo_data is None:
+            raise ValueError("-dataset yolo needs -yolo_data path/to/data.yaml")
+        return yolo.load(yolo_data, label_map)
+    return {}
+
+
+def load_png_splits(dataset: str, train_image_dir: str | None, val_image_dir: str | None,
+                    label_map: str | None, voc_root: str | None = None,
+                    train_mask_dir: str | None = None, val_mask_dir: str | None = None,
+                    mask_classes: str | None = None) -> dict:
+    """{split: Source} of the PNG-mask datasets (voc: -voc_root; masks: image and mask
+    dirs + -mask_classes), {} for the others (data/sources/voc.py, masks.py)."""
+    if dataset == "voc":
+        return voc.load_splits(voc_root)
+    if dataset == "masks":
+        return masks.load_splits(train_image_dir, train_mask_dir, val_image_dir,
+                                 val_mask_dir, mask_classes, label_map)
+    return {}
 
 
 def build_label_map(sources: list, label_map_path: str | None = None) -> list:
@@ -168,7 +216,7 @@ class _Tally:
                 "annotations": self.annotations, "categories": categories}
 
     def summary(self, source: coco.Source, shards: list, seconds: float) -> dict:
-        total = len(source.records)
+        total = len(source.records) + len(source.skipped)
         return {
             "split": self.split, "dataset": source.dataset,
             "source_annotations": source.source_annotations, "images_in_source": total,
@@ -176,6 +224,8 @@ class _Tally:
             "skipped": self.skip_list, "images_normalized": dict(self.notes),
             "instances_per_class": {c["name"]: self.per_class[c["name"]] for c in self.classes},
             "crowd_instances": self.crowds, "annotations_dropped": dict(self.dropped),
+            "annotations_dropped_list": source.notes[:_MAX_LISTED_SKIPS],
+            **({"split_rule": source.split_rule} if source.split_rule else {}),
             "shards": [os.path.basename(p) for p in shards], "seconds": round(seconds, 3),
             "images_per_second": round(total / seconds, 2) if seconds > 0 else None,
         }
@@ -216,6 +266,8 @@ def convert_split(split: str, source: coco.Source, classes: list, output_dir: st
     start = time.perf_counter()
     tally = _Tally(split, classes)
     tally.dropped.update(source.dropped)
+    for bad in source.skipped:  # files the source could not read (e.g. malformed json)
+        tally.skip(bad["filename"], bad["reason"], bad["detail"])
     todo = []
     for rec in source.records:
         if not keep_empty and rec.get("objects") == []:
@@ -335,7 +387,10 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
                      val_annotations_file: str | None = None, dataset: str = "auto",
                      num_shards: int = 1, num_workers: int = 1,
                      label_map: str | None = None, keep_empty_train: bool = False,
-                     show_progress: bool = True) -> dict:
+                     show_progress: bool = True, yolo_data: str | None = None,
+                     val_fraction: float = 0.0, split_seed: int = 0,
+                     voc_root: str | None = None, train_mask_dir: str | None = None,
+                     val_mask_dir: str | None = None, mask_classes: str | None = None) -> dict:
     """Convert the train and/or val split; returns {"label_map": [...], split: summary}.
 
     A split is converted when both its image dir and annotations file are given.
@@ -349,9 +404,14 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
         raise ValueError(f"need num_shards >= 1 and num_workers >= 0, got "
                          f"{num_shards}, {num_workers}")
     check_writable(output_dir)  # before the (slow) annotation files are read
-    splits = {}
+    splits = load_folder_splits(dataset, train_image_dir, val_image_dir, yolo_data,
+                                label_map)
+    splits.update(load_png_splits(dataset, train_image_dir, val_image_dir, label_map,
+                                  voc_root, train_mask_dir, val_mask_dir, mask_classes))
     for split, image_dir, ann in (("train", train_image_dir, train_annotations_file),
                                   ("val", val_image_dir, val_annotations_file)):
+        if dataset in FOLDER_DATASETS:  # read by load_folder_splits
+            break
         if (image_dir is None) != (ann is None):
             raise ValueError(f"{split}: give both the image dir and the annotations file, "
                              f"got image_dir={image_dir!r}, annotations={ann!r}")
@@ -360,6 +420,7 @@ def create_tfrecords(output_dir: str, train_image_dir: str | None = None,
             _check_images_found(split, splits[split], image_dir)
     if not splits:
         raise ValueError("nothing to convert: no train or val split given")
+    splits = val_split.apply(splits, val_fraction, split_seed)  # -val_fraction
     classes = build_label_map(list(splits.values()), label_map)
     name = next(iter(splits.values())).dataset
     remove_stale_tmp(output_dir)
@@ -382,4 +443,8 @@ def create_from_flags(flags_) -> dict:
     return create_tfrecords(flags_.output_dir, flags_.train_image_dir, flags_.val_image_dir,
                             flags_.train_annotations_file, flags_.val_annotations_file,
                             flags_.dataset, flags_.num_shards, flags_.num_workers,
-                            flags_.label_map, flags_.keep_empty_train)
+                            flags_.label_map, flags_.keep_empty_train,
+                            yolo_data=flags_.yolo_data, val_fraction=flags_.val_fraction,
+                            split_seed=flags_.split_seed, voc_root=flags_.voc_root,
+                            train_mask_dir=flags_.train_mask_dir,
+                            val_mask_dir=flags_.val_mask_dir, mask_classes=flags_.mask_classes)

@@ -34,6 +34,10 @@ class Source:
     COCO-style jsons, None for the raw SBD release and for custom jsons whose image ids
     were renumbered or categories made up. dropped: {reason: count} of annotations
     dropped while loading ("no_such_image": image_id matches no image).
+    skipped: [{"filename", "reason", "detail"}] files the source could not read (a
+    malformed json, ...), reported as skipped images; notes: the same for annotations
+    it dropped (their counts are in `dropped`); split_rule: how the split was drawn from
+    a single-split source (data/split.py), recorded in the split summary.
     """
 
     dataset: str
@@ -44,6 +48,9 @@ class Source:
     annotations_file: str | None = None
     source_annotations: str | None = None
     dropped: dict = dataclasses.field(default_factory=dict)
+    skipped: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+    split_rule: dict | None = None
 
 
 def listed(items, limit: int = _LISTED) -> str:

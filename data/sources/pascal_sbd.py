@@ -44,7 +44,8 @@ def read_instances(mat_path: str) -> list:
     return objects
 
 
-def _source_ids(names: list) -> list:
+def source_ids(names: list) -> list:
+    """Decimal source ids of image names: "2008_000002" -> "2008000002", else 1..N."""
     digits = [n.replace("_", "") for n in names]
     if all(d.isdigit() for d in digits) and len(set(digits)) == len(digits):
         return [str(int(d)) for d in digits]
@@ -59,7 +60,7 @@ def load_raw(list_file: str, image_dir: str) -> coco.Source:
         names = [line.strip() for line in f if line.strip()]
     inst_dir = os.path.join(os.path.dirname(os.path.abspath(list_file)), "inst")
     records = []
-    for name, source_id in zip(names, _source_ids(names)):
+    for name, source_id in zip(names, source_ids(names)):
         records.append({
             "image_path": os.path.join(image_dir, f"{name}.jpg"),
             "filename": f"{name}.jpg",

@@ -332,7 +332,9 @@ def test_cli_errors_are_one_line(tmp_path, dead_url, monkeypatch, capsys):
 
     monkeypatch.delenv("YOLACT_DEBUG", raising=False)
     point_at(monkeypatch, dead_url, tmp_path / "cache")
-    for weights, says in (("yolact_nope", "not a pretrained name; known names: yolact_base"),
+    for weights, says in (("yolact_nope", "known names: yolact_base"),
+                          ("yolact_bse", "not a pretrained name; did you mean 'yolact_base'? "
+                                         "known names: yolact_base"),
                           (ENTRY.name, f"put it at {tmp_path / 'cache' / CACHED[0]}")):
         fv = parsed_flags(inference, "-weights", weights, "-input",
                           str(REPO / "tests" / "fixtures" / "input.png"),

@@ -149,8 +149,12 @@ def named_weights(path: str, log=print) -> str:
         return (entry.is_model and hub.converted_if_cached(entry)) or hub.fetch(entry, log)
     if os.path.dirname(path) or path.endswith(".h5") or _TF_CHECKPOINT_FILE.search(path):
         return path  # a path: resolve_weights says what is missing
+    import difflib
+
+    close = difflib.get_close_matches(path, zoo.known_names(), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise UnknownWeightsError(
-        f"weights {path!r}: no such file or folder, and not a pretrained name; known "
+        f"weights {path!r}: no such file or folder, and not a pretrained name; {hint}known "
         f"names: {', '.join(zoo.known_names())} (or their file names, e.g. "
         f"yolact_base_54_800000.pth); a local path (.pth, .weights.h5, training folder) "
         f"works too")
