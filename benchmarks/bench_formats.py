@@ -64,29 +64,37 @@ def has_bf16() -> bool:
 
 
 # ---- the parent: export, one process per row, table --------------------------------------
-def build_and_export(work: str) -> tuple:
-    """(cfg, export folder, weights file, MB of float32 weights): the model (trained or
-    random + boost) and its artifacts for every row asked for."""
+def build_model() -> tuple:
+    """(cfg, model) of -name / -weights: trained weights, or random ones (seed 0) with
+    bench_inference's detection boost (-boost_classes, -boost_logit)."""
     import keras
-    import numpy as np
 
     from benchmarks.bench_inference import boost_detections
     from yolact.cli.common import load_model
     from yolact.configs.resolve import resolve_config
     from yolact.modeling import factory
-    from yolact.serving.calibration import calibration_images
-    from yolact.serving.exporter import export
-    from yolact.weights.h5 import save_weights_with_config
 
     cfg = resolve_config(FLAGS.name, FLAGS.tfrecord_dir, None, FLAGS.override,
                          weights=FLAGS.weights)
     if FLAGS.weights:
-        model = load_model(cfg, FLAGS.weights)
-    else:
-        keras.utils.set_random_seed(0)
-        model = factory.build_model(cfg)
-        model(keras.ops.zeros((1, cfg.IMG_SIZE, cfg.IMG_SIZE, 3)), training=False)
-        boost_detections(model, cfg, FLAGS.boost_classes, FLAGS.boost_logit)
+        return cfg, load_model(cfg, FLAGS.weights)
+    keras.utils.set_random_seed(0)
+    model = factory.build_model(cfg)
+    model(keras.ops.zeros((1, *cfg.IMG_HW, 3)), training=False)
+    boost_detections(model, cfg, FLAGS.boost_classes, FLAGS.boost_logit)
+    return cfg, model
+
+
+def build_and_export(work: str) -> tuple:
+    """(cfg, export folder, weights file, MB of float32 weights): the model (`build_model`)
+    and its artifacts for every row asked for."""
+    import numpy as np
+
+    from yolact.serving.calibration import calibration_images
+    from yolact.serving.exporter import export
+    from yolact.weights.h5 import save_weights_with_config
+
+    cfg, model = build_model()
     weights = os.path.join(work, "model.weights.h5")
     save_weights_with_config(model, weights, cfg)
     formats = list(dict.fromkeys(ROWS[r][0] for r in FLAGS.rows if ROWS[r][0]))

@@ -63,26 +63,6 @@ def qemu() -> str | None:
 
 
 # ---- export (this process, TF) -------------------------------------------------------------
-def build_model():
-    """(cfg, model): trained weights, or random ones with bench_inference's detection boost."""
-    import keras
-
-    from benchmarks.bench_inference import boost_detections
-    from yolact.cli.common import load_model
-    from yolact.configs.resolve import resolve_config
-    from yolact.modeling import factory
-
-    cfg = resolve_config(FLAGS.name, FLAGS.tfrecord_dir, None, FLAGS.override,
-                         weights=FLAGS.weights)
-    if FLAGS.weights:
-        return cfg, load_model(cfg, FLAGS.weights)
-    keras.utils.set_random_seed(0)
-    model = factory.build_model(cfg)
-    model(keras.ops.zeros((1, *cfg.IMG_HW, 3)), training=False)
-    boost_detections(model, cfg, FLAGS.boost_classes, FLAGS.boost_logit)
-    return cfg, model
-
-
 def export_row(row: str, model, cfg, folder: str, onnx_path: str, calibration) -> dict:
     """Write the row's file into `folder`; {"file", "check"} or {"error"} (refused by the
     export check on this CPU)."""
@@ -230,6 +210,7 @@ def rms_from_keras(outputs: dict, keras_out: dict) -> float:
 def parent() -> None:
     import numpy as np
 
+    from benchmarks.bench_formats import build_model
     from benchmarks.common import (
         cpu_flags,
         log,
@@ -250,7 +231,7 @@ def parent() -> None:
             cpus.append("avx2")
         else:
             log("no qemu-x86_64 (apt-get install qemu-user): this CPU only")
-    cfg, model = build_model()
+    cfg, model = build_model()  # bench_formats': trained, or random + detection boost
     with tempfile.TemporaryDirectory(prefix="bench_int8_cpus_") as work:
         calibration = calibration_images(cfg, FLAGS.tfrecord_dir, FLAGS.calibration_images)
         images = calibration_images(cfg, FLAGS.tfrecord_dir, FLAGS.max_images or 10**9,

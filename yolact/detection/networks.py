@@ -218,24 +218,29 @@ def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     return bool(words & {"avx512_vnni", "avx_vnni"})
 
 
-def largest_int8_weight(path: str) -> int | None:
-    """The largest |int8 weight| of an ONNX or OpenVINO IR file; None for a file without
-    int8 weights (a float file) or of another kind."""
+def int8_weights(path: str) -> list:
+    """The int8 weight arrays of an ONNX file (its INT8 initializers) or an OpenVINO IR (its
+    i8 constants); [] for a float file or a file of another kind."""
     if path.endswith(".onnx"):
         import onnx
         from onnx import numpy_helper
 
-        arrays = [numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer
-                  if init.data_type == onnx.TensorProto.INT8]
-    elif path.endswith(".xml"):
+        return [numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer
+                if init.data_type == onnx.TensorProto.INT8]
+    if path.endswith(".xml"):
         import openvino as ov
 
         model = ov.Core().read_model(path)
-        arrays = [op.get_data() for op in model.get_ops()
-                  if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
-    else:
-        return None
-    return max((int(np.abs(a.astype(np.int32)).max()) for a in arrays if a.size), default=None)
+        return [op.get_data() for op in model.get_ops()
+                if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    return []
+
+
+def largest_int8_weight(path: str) -> int | None:
+    """The largest |int8 weight| of an ONNX or OpenVINO IR file (`int8_weights`); None for a
+    file without int8 weights (a float file) or of another kind."""
+    return max((int(np.abs(a.astype(np.int32)).max()) for a in int8_weights(path) if a.size),
+               default=None)
 
 
 def int8_saturation_warning(path: str, has_vnni: bool | None = None) -> str | None:
